@@ -1,0 +1,29 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of PyTorch unless one is already installed (a GPU user brings their own torch).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test lint venv clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)" --index-url https://download.pytorch.org/whl/cpu || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/icreward synth --out .icreward-cache/icbench-synth
+	$(VENV)/bin/icreward eval --data .icreward-cache/icbench-synth/test.jsonl --val .icreward-cache/icbench-synth/val.jsonl \
+		--model all-metrics --report .icreward-cache/demo-report
+
+test: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .icreward-cache
