@@ -25,6 +25,7 @@ class Scorer(nn.Module):
     name: str = "scorer"
     num_frames: int = 16
     max_side: int | None = 512
+    needs_weights: bool = False  # True where the scorer loads pretrained weights (not available offline)
 
     def forward(
         self, image: torch.Tensor, video: torch.Tensor, prompt: Sequence[str] | None = None
@@ -59,10 +60,14 @@ def register_metric(name: str) -> Callable[[ScorerFactory], ScorerFactory]:
     return wrap
 
 
-def list_metrics() -> list[str]:
+def list_metrics(offline_only: bool = False) -> list[str]:
+    """Names of the registered metrics; `offline_only` keeps those that need no pretrained weights.
+
+    Factories are registered as Scorer subclasses, so `needs_weights` is read off the class.
+    """
     import icreward.metrics  # noqa: F401  (registers the metrics)
 
-    return sorted(_METRICS)
+    return sorted(n for n, f in _METRICS.items() if not (offline_only and getattr(f, "needs_weights", False)))
 
 
 def load(name: str, **kwargs) -> Scorer:
