@@ -32,3 +32,10 @@ class ManifestError(IcrewardError):
 
 class BackboneError(IcrewardError):
     """A backbone could not be built or its weights could not be reached."""
+
+
+class UnknownModelError(IcrewardError, KeyError):
+    """A model name is neither a known metric nor a loadable checkpoint."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from icreward.errors import UnknownModelError
+
 ScorerFactory = Callable[..., "Scorer"]
 _METRICS: dict[str, ScorerFactory] = {}
 
@@ -75,9 +77,9 @@ def load(name: str, **kwargs) -> Scorer:
     if name.startswith("metric:"):
         metric = name.split(":", 1)[1]
         if metric not in list_metrics():
-            raise KeyError(f"unknown metric {metric!r}; known: {', '.join(list_metrics())}")
+            raise UnknownModelError(f"unknown metric {metric!r}; known: {', '.join(list_metrics())}")
         return _METRICS[metric](**kwargs).eval()
-    raise KeyError(
+    raise UnknownModelError(
         f"cannot load model {name!r}: learned checkpoints are not available in this version; "
         f"use metric:<name> ({', '.join(list_metrics())})"
     )
