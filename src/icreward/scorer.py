@@ -79,7 +79,11 @@ def load(name: str, **kwargs) -> Scorer:
         if metric not in list_metrics():
             raise UnknownModelError(f"unknown metric {metric!r}; known: {', '.join(list_metrics())}")
         return _METRICS[metric](**kwargs).eval()
-    raise UnknownModelError(
-        f"cannot load model {name!r}: learned checkpoints are not available in this version; "
-        f"use metric:<name> ({', '.join(list_metrics())})"
-    )
+    from icreward.models import load_checkpoint
+
+    if not Path(name).exists() and "/" not in name:
+        raise UnknownModelError(
+            f"cannot load model {name!r}: no such checkpoint folder; give a checkpoint folder, a hub id "
+            f"(owner/name) or metric:<name> ({', '.join(list_metrics())})"
+        )
+    return load_checkpoint(name, **kwargs).eval()

@@ -1,0 +1,292 @@
+"""What every learned reward shares: a backbone encoding the image and frames together, a head, z-normalisation, and
+self-describing checkpoints.
+
+A model is `encode` (pixels -> backbone tokens) then `head` (tokens -> raw reward) then `normalize`. A trainer with a
+frozen backbone can cache `encode`'s output and call `head` directly: that is exactly `forward` without the backbone.
+
+Checkpoint folder: `model.safetensors` (the whole state dict, backbone included, so a randomly initialised or
+fine-tuned backbone reloads exactly; a frozen `hf:` backbone is saved too, keeping the folder self-contained, unless
+`save_pretrained(..., save_backbone=False)` asks to rebuild it from its spec instead) and `config.json` (the model
+config's fields plus `model_type`, `icreward_version` and `backbone_saved`), written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import safetensors.torch
+import torch
+
+from icreward.atomic import atomic_dir
+from icreward.backbones import build_backbone
+from icreward.errors import IcrewardError
+from icreward.models.backbone_policy import apply_backbone_policy, count_trainable, parse_backbone_policy
+from icreward.scorer import Scorer
+from icreward.transforms import PreprocessConfig, preprocess
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+Tokens = dict[str, torch.Tensor]
+
+
+@dataclass
+class RewardModelConfig:
+    backbone: str = "tiny-vit"  # backbone registry name, e.g. "hf:facebook/dinov2-small" (see icreward.backbones)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the backbone's factory
+    backbone_policy: str = "frozen"  # what trains in the backbone: frozen | full | last-<k> | lora | lora-r<rank>
+    num_frames: int = 16  # T sampled from a video file when scoring; the model itself accepts any T
+    preprocess: dict[str, Any] | None = None  # PreprocessConfig fields; None = the backbone's own (filled in at build)
+    score_mean: float = 0.0  # z-normalisation: forward returns (raw - score_mean) / score_std (set on validation data)
+    score_std: float = 1.0
+    tie_threshold: float | None = None  # |r_A - r_B| of normalised rewards up to which a pair is called a tie
+    training: dict[str, Any] = field(default_factory=dict)  # the trainer's metadata: data hash, loss, epochs, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RewardModelConfig:
+        """Build from `to_dict()` output; unknown keys raise ValueError (a checkpoint from a newer icreward)."""
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class RewardModel(Scorer):
+    """Base of the learned rewards: `reward = normalize(head(*encode(image, video)))`.
+
+    Subclasses set `model_type` and `config_class`, build their modules after `super().__init__(config)`, and
+    implement `head`.
+    """
+
+    model_type: ClassVar[str]
+    config_class: ClassVar[type[RewardModelConfig]] = RewardModelConfig
+
+    def __init__(self, config: RewardModelConfig):
+        super().__init__()
+        config = copy.deepcopy(config)  # the model owns its config; the caller's object is left alone
+        self.backbone = build_backbone(config.backbone, **config.backbone_kwargs)
+        if config.preprocess is None:
+            config.preprocess = json.loads(json.dumps(self.backbone.preprocess_config.to_dict()))
+        self.config = config
+        self.preprocess_config = PreprocessConfig.from_dict(config.preprocess)
+        self.name = self.model_type
+        self.num_frames = config.num_frames
+        self.backbone_trainable = apply_backbone_policy(self.backbone, config.backbone_policy)
+
+    # ---- the model: encode -> head -> normalize
+
+    def encode(self, image: torch.Tensor, video: torch.Tensor) -> tuple[Tokens, Tokens]:
+        """Backbone tokens of `image [B,3,H,W]` and `video [B,T,3,H,W]` (both in [0, 1]), in one backbone batch.
+
+        Returns `({"cls": [B,D], "patch": [B,N,D]}, {"cls": [B,T,D], "patch": [B,T,N,D]})`.
+        """
+        img_tokens, (vid_tokens,) = self._encode(image, video)
+        return img_tokens, vid_tokens
+
+    def head(self, img_tokens: Tokens, vid_tokens: Tokens, return_attention: bool = False) -> torch.Tensor:
+        """Raw reward `[B]` from the tokens `encode` returns (with `return_attention`: `(reward, attention maps)`)."""
+        raise NotImplementedError
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        """z-normalise raw rewards with the stored validation statistics (identity until they are set)."""
+        return (raw - self.config.score_mean) / self.config.score_std
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        video: torch.Tensor,
+        prompt: Sequence[str] | None = None,
+        return_attention: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict]:
+        """Normalised reward `[B]` of `image [B,3,H,W]` and `video [B,T,3,H,W]` in [0, 1], differentiable w.r.t. both.
+
+        `prompt` is accepted for the shared scorer interface and not used yet (no text branch).
+        """
+        out = self.head(*self.encode(image, video), return_attention=return_attention)
+        if return_attention:
+            return self.normalize(out[0]), out[1]
+        return self.normalize(out)
+
+    def forward_pairs(
+        self, image: torch.Tensor, video_a: torch.Tensor, video_b: torch.Tensor, prompt: Sequence[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised rewards `(r_a [B], r_b [B])` of two videos made from the same images, in one forward pass.
+
+        The image is encoded once; the frames of A and B go through the backbone in the same batch as the image.
+        """
+        img_tokens, (a_tokens, b_tokens) = self._encode(image, video_a, video_b)
+        r_a, r_b = self.head_pairs(img_tokens, a_tokens, b_tokens)
+        return self.normalize(r_a), self.normalize(r_b)
+
+    def head_pairs(self, img_tokens: Tokens, a_tokens: Tokens, b_tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw rewards `(r_a, r_b)` from cached tokens: A and B are stacked into one head call and split again."""
+        img = {k: torch.cat([v, v]) for k, v in img_tokens.items()}  # (2B, ...)
+        vid = {k: torch.cat([a_tokens[k], b_tokens[k]]) for k in a_tokens}  # (2B, T, ...)
+        return self.head(img, vid).chunk(2)  # (2B,) -> (B,), (B,)
+
+    def _encode(self, image: torch.Tensor, *videos: torch.Tensor) -> tuple[Tokens, list[Tokens]]:
+        """Encode one image batch and V videos of the same images in a single backbone call."""
+        if image.dim() != 4:
+            raise ValueError(f"expected image [B,3,H,W], got {tuple(image.shape)}")
+        b = image.shape[0]
+        for video in videos:
+            if video.dim() != 5 or video.shape[0] != b or video.shape[1:2] != videos[0].shape[1:2]:
+                raise ValueError(
+                    f"expected videos [B,T,3,H,W] with B = {b} and one T, got {[tuple(v.shape) for v in videos]}"
+                )
+        t = videos[0].shape[1]
+        img = preprocess(image, self.preprocess_config)  # (B, 3, h, w)
+        frames = [preprocess(v, self.preprocess_config).flatten(0, 1) for v in videos]  # V x (B*T, 3, h, w)
+        if any(f.shape[-2:] != img.shape[-2:] for f in frames):
+            raise ValueError(
+                f"image and frames preprocess to different sizes ({tuple(img.shape[-2:])} vs "
+                f"{[tuple(f.shape[-2:]) for f in frames]}); set a crop in the preprocessing config"
+            )
+        tokens = self.backbone(torch.cat([img, *frames]))  # {"cls": (B + V*B*T, D), "patch": (B + V*B*T, N, D)}
+        img_tokens = {k: v[:b] for k, v in tokens.items()}  # (B, ...)
+        per_video = {k: v[b:].unflatten(0, (len(videos), b, t)) for k, v in tokens.items()}  # (V, B, T, ...)
+        return img_tokens, [{k: v[i] for k, v in per_video.items()} for i in range(len(videos))]
+
+    # ---- training helpers
+
+    def train(self, mode: bool = True) -> RewardModel:
+        """Like `nn.Module.train`, except that a frozen backbone stays in eval mode (no dropout, fixed statistics)."""
+        super().train(mode)
+        if parse_backbone_policy(self.config.backbone_policy).kind == "frozen":
+            self.backbone.eval()
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts: total, trainable, and trainable in the backbone (for logging)."""
+        return {
+            "total": sum(p.numel() for p in self.parameters()),
+            "trainable": count_trainable(self),
+            "backbone_trainable": count_trainable(self.backbone),
+        }
+
+    def set_score_normalization(self, mean: float, std: float) -> None:
+        """Store the raw-reward mean and std measured on validation data; `forward` then returns z-scores."""
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ValueError(f"score normalisation needs a finite mean and a positive std, got {mean}, {std}")
+        self.config.score_mean, self.config.score_std = float(mean), float(std)
+
+    # ---- checkpoints
+
+    def save_pretrained(
+        self, path: str | Path, training: dict[str, Any] | None = None, save_backbone: bool = True
+    ) -> None:
+        """Write the checkpoint folder `path` atomically (a crash leaves any older checkpoint there intact).
+
+        `training` (JSON-serialisable) replaces `config.training`. `save_backbone=False` leaves out the weights of a
+        frozen `hf:` backbone, which `from_pretrained` then rebuilds from its spec (smaller, but no longer
+        self-contained: loading needs the hub or the local folder the spec names).
+        """
+        if training is not None:
+            self.config.training = json.loads(json.dumps(training))
+        if not save_backbone and not self._backbone_rebuilds_from_spec():
+            raise ValueError(
+                f"save_backbone=False needs a frozen hf: backbone (its weights come back from its spec); this one is "
+                f"{self.config.backbone!r} with policy {self.config.backbone_policy!r}"
+            )
+        state = {
+            k: v.detach().contiguous()
+            for k, v in self.state_dict().items()
+            if save_backbone or not k.startswith("backbone.")
+        }
+        from icreward import __version__
+
+        meta = {"model_type": self.model_type, "icreward_version": __version__, "backbone_saved": save_backbone}
+        meta.update(self.config.to_dict())
+        with atomic_dir(path) as tmp:
+            safetensors.torch.save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+
+    def _backbone_rebuilds_from_spec(self) -> bool:
+        return self.config.backbone.startswith("hf:") and self.config.backbone_policy == "frozen"
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> RewardModel:
+        """Rebuild a model from a checkpoint folder (or a Hugging Face hub id), in eval mode.
+
+        Called on `RewardModel` it returns whichever model type the folder holds. Raises `IcrewardError` naming the
+        folder and what is wrong with it.
+        """
+        from icreward.models import MODEL_TYPES
+
+        folder = _resolve_checkpoint(path)
+
+        def fail(reason: str) -> IcrewardError:
+            return IcrewardError(f"{folder}: {reason}")
+
+        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        for p in (config_path, weights_path):
+            if not p.is_file():
+                raise fail(f"not a checkpoint: {p.name} is missing")
+        try:
+            meta = json.loads(config_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise fail(f"{CONFIG_NAME} is unreadable: {e}") from e
+        if not isinstance(meta, dict):
+            raise fail(f"{CONFIG_NAME} is not a JSON object")
+        model_type = meta.pop("model_type", None)
+        meta.pop("icreward_version", None)
+        backbone_saved = meta.pop("backbone_saved", True)
+        if model_type not in MODEL_TYPES:
+            raise fail(f"unknown model_type {model_type!r} in {CONFIG_NAME}; known: {', '.join(MODEL_TYPES)}")
+        model_cls = MODEL_TYPES[model_type]
+        if not issubclass(model_cls, cls):
+            raise fail(f"holds a {model_type!r} model ({model_cls.__name__}), not a {cls.__name__}")
+        try:
+            model = model_cls(model_cls.config_class.from_dict(meta))
+        except IcrewardError as e:
+            raise fail(f"cannot rebuild the model: {e}") from e
+        except (TypeError, ValueError) as e:
+            raise fail(f"{CONFIG_NAME} does not describe a valid {model_cls.__name__}: {e}") from e
+        try:
+            state = safetensors.torch.load_file(str(weights_path), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
+            raise fail(f"{WEIGHTS_NAME} is unreadable: {e}") from e
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatches
+            raise fail(f"{WEIGHTS_NAME} does not fit the model its {CONFIG_NAME} describes: {e}") from e
+        if not backbone_saved:
+            missing = [k for k in missing if not k.startswith("backbone.")]
+        if missing or unexpected:
+            raise fail(
+                f"{WEIGHTS_NAME} does not fit the model its {CONFIG_NAME} describes: "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        return model.to(map_location).eval()
+
+
+def _resolve_checkpoint(path: str | Path) -> Path:
+    """A local folder as is; an `owner/name` that is not a local path is fetched from the Hugging Face hub."""
+    local = Path(path)
+    if local.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
+        if not local.is_dir():
+            raise IcrewardError(f"{local}: no such checkpoint folder")
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+    except Exception as e:  # offline, unknown repo, no access: all the same to the user
+        raise IcrewardError(f"{path}: no such checkpoint folder, nor a model on the Hugging Face hub ({e})") from e
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> RewardModel:
+    """Load any learned reward from its checkpoint folder, dispatching on `model_type` in its config.json."""
+    return RewardModel.from_pretrained(path, map_location=map_location)

@@ -1,0 +1,257 @@
+"""IC-Reward: VideoReward adapted to image-to-video consistency, with the reference image in place of the prompt.
+
+One backbone encodes the image and all T frames in one batch. Frame tokens are projected to `d_model`, tagged with
+a type embedding and their relative time in the video, then pass `depth` fusion blocks, each:
+  1. frame -> image matching: every frame token cross-attends to the image's tokens and an MLP compares the token
+     with its match ([x, m, x - m, x * m]); explicit token matching is the inductive bias that generalises best;
+  2. temporal attention at each spatial position across the T frames, so drift late in the video is seen.
+The IC head's learned queries then attend over the fused tokens of all frames, and an MLP reads the reward out.
+Attention maps (fusion and IC head) come back on request, to show where in which frame a video departs from its image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from icreward.models.base import RewardModel, RewardModelConfig, Tokens
+
+
+@dataclass
+class ICRewardConfig(RewardModelConfig):
+    d_model: int = 128  # width of the fusion, temporal and head layers (backbone tokens are projected to it)
+    heads: int = 4  # attention heads of every attention layer; d_model must be a multiple
+    depth: int = 2  # fusion blocks, each: frame->image cross-attention + matching MLP, then temporal attention
+    mlp_ratio: float = 2.0  # hidden width of every MLP, relative to its output width
+    head_queries: int = 4  # learned query tokens of the IC head
+    use_cls: bool = True  # put the backbone's cls token before each frame's and the image's patch tokens
+    time_frequencies: int = 8  # Fourier frequencies (pi, 2pi, ...) of the relative frame time
+    dropout: float = 0.0  # dropout inside every MLP
+
+
+class Attention(nn.Module):
+    """Multi-head attention returning its weights on request: `x [B,L,d]` attends to `context [B,S,d]`.
+
+    The key projection has no bias: a key bias adds the same logit to every key of a query, which softmax cancels,
+    so it would never receive a gradient.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"d_model {dim} is not a multiple of heads {heads}")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns `(out [B,L,d], weights [B,heads,L,S] or None)`."""
+        b, length, d = x.shape
+        q = self.q(x).view(b, length, self.heads, -1).transpose(1, 2)  # (B, h, L, d/h)
+        k = self.k(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, S, d/h)
+        v = self.v(context).view(b, context.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, S, d/h)
+        weights = None
+        if need_weights:
+            weights = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1)  # (B, h, L, S)
+            out = weights @ v  # (B, h, L, d/h)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, h, L, d/h)
+        out = out.transpose(1, 2).reshape(b, length, d)  # (B, L, d)
+        return self.out(out), weights
+
+
+class MLP(nn.Sequential):
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float, out_bias: bool = True):
+        super().__init__(
+            nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out, bias=out_bias)
+        )
+
+
+class RelativeTimeEmbedding(nn.Module):
+    """Embedding of each frame's relative time tau = t / (T - 1) in [0, 1]: Fourier features -> learned linear map.
+
+    Frames are sampled uniformly over the whole video, so tau (not the index t) says where in the video a frame is;
+    a model trained at T = 16 therefore reads T = 8 or T = 24 with the same meaning, and there is no maximum T.
+    """
+
+    def __init__(self, dim: int, frequencies: int):
+        super().__init__()
+        self.register_buffer("freqs", math.pi * torch.arange(1, frequencies + 1, dtype=torch.float32), persistent=False)
+        self.proj = nn.Linear(2 * frequencies, dim)
+
+    def forward(self, num_frames: int) -> torch.Tensor:
+        """Returns `[T, dim]`."""
+        tau = torch.linspace(0.0, 1.0, num_frames, device=self.freqs.device) if num_frames > 1 else self.freqs[:1] * 0
+        angles = tau[:, None] * self.freqs  # (T, F)
+        return self.proj(torch.cat([angles.sin(), angles.cos()], dim=-1))  # (T, 2F) -> (T, dim)
+
+
+class FrameImageFusion(nn.Module):
+    """Each frame token finds its match among the image's tokens (cross-attention); an MLP compares the two."""
+
+    def __init__(self, config: ICRewardConfig):
+        super().__init__()
+        d = config.d_model
+        self.norm_frames = nn.LayerNorm(d)
+        self.norm_image = nn.LayerNorm(d)
+        self.attn = Attention(d, config.heads)
+        self.norm_pair = nn.LayerNorm(4 * d)
+        self.compare = MLP(4 * d, int(d * config.mlp_ratio), d, config.dropout)
+
+    def forward(
+        self, frames: torch.Tensor, image: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`frames [B,T,N,d]`, `image [B,N_img,d]` -> `(frames [B,T,N,d], weights [B,T,heads,N,N_img] or None)`."""
+        b, t, n, d = frames.shape
+        x = self.norm_frames(frames)  # (B, T, N, d)
+        # All T*N frame tokens query the same image tokens, so the image is never repeated T times.
+        matched, weights = self.attn(x.reshape(b, t * n, d), self.norm_image(image), need_weights)  # (B, T*N, d)
+        matched = matched.view(b, t, n, d)  # (B, T, N, d)
+        pair = torch.cat([x, matched, x - matched, x * matched], dim=-1)  # (B, T, N, 4d)
+        frames = frames + self.compare(self.norm_pair(pair))  # (B, T, N, d)
+        if weights is not None:
+            weights = weights.unflatten(2, (t, n)).transpose(1, 2)  # (B, h, T*N, N_img) -> (B, T, h, N, N_img)
+        return frames, weights
+
+
+class TemporalAttention(nn.Module):
+    """A pre-norm transformer block over time, run at each spatial position (cls included) separately.
+
+    Per position rather than over pooled frame tokens: it costs B*N*T^2*d, a factor N/T below the fusion's
+    B*T*N^2*d, so it is nearly free, and it keeps the spatial detail that the IC head later localises drift with.
+    """
+
+    def __init__(self, config: ICRewardConfig):
+        super().__init__()
+        d = config.d_model
+        self.norm_attn = nn.LayerNorm(d)
+        self.attn = Attention(d, config.heads)
+        self.norm_mlp = nn.LayerNorm(d)
+        self.mlp = MLP(d, int(d * config.mlp_ratio), d, config.dropout)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """`frames [B,T,N,d]` -> `[B,T,N,d]`."""
+        b, t, n, d = frames.shape
+        x = frames.transpose(1, 2).reshape(b * n, t, d)  # (B*N, T, d)
+        h = self.norm_attn(x)
+        x = x + self.attn(h, h)[0]  # (B*N, T, d)
+        x = x + self.mlp(self.norm_mlp(x))  # (B*N, T, d)
+        return x.view(b, n, t, d).transpose(1, 2)  # (B, T, N, d)
+
+
+class FusionBlock(nn.Module):
+    def __init__(self, config: ICRewardConfig):
+        super().__init__()
+        self.fusion = FrameImageFusion(config)
+        self.temporal = TemporalAttention(config)
+
+    def forward(
+        self, frames: torch.Tensor, image: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        frames, weights = self.fusion(frames, image, need_weights)
+        return self.temporal(frames), weights
+
+
+class ICHead(nn.Module):
+    """Learned queries read the fused tokens of all frames; an MLP turns what they read into the reward."""
+
+    def __init__(self, config: ICRewardConfig):
+        super().__init__()
+        d, q = config.d_model, config.head_queries
+        self.queries = nn.Parameter(torch.randn(q, d) * 0.02)
+        self.norm_tokens = nn.LayerNorm(d)
+        self.attn = Attention(d, config.heads)
+        self.norm_read = nn.LayerNorm(q * d)
+        # No output bias: pairwise losses cannot see a constant offset (it would never get a gradient), and the
+        # offset of the served reward is the stored score_mean (regress centred scores with MSE).
+        self.mlp = MLP(q * d, int(d * config.mlp_ratio), 1, config.dropout, out_bias=False)
+
+    def forward(self, tokens: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`tokens [B,L,d]` -> `(reward [B], weights [B,Q,L] averaged over heads, or None)`."""
+        b = tokens.shape[0]
+        queries = self.queries.expand(b, -1, -1)  # (B, Q, d)
+        read, weights = self.attn(queries, self.norm_tokens(tokens), need_weights)  # (B, Q, d), (B, h, Q, L)
+        reward = self.mlp(self.norm_read(read.flatten(1))).squeeze(-1)  # (B, Q*d) -> (B,)
+        return reward, None if weights is None else weights.mean(1)  # (B,), (B, Q, L)
+
+
+class ICRewardModel(RewardModel):
+    model_type = "icreward"
+    config_class = ICRewardConfig
+
+    def __init__(self, config: ICRewardConfig):
+        super().__init__(config)
+        d = config.d_model
+        # cls and patch tokens get their own projections: their widths differ in some backbones (CLIP's projected
+        # embedding), and their roles differ in all of them.
+        patch_dim = getattr(self.backbone, "patch_dim", self.backbone.dim)
+        self.proj_patch = nn.Sequential(nn.LayerNorm(patch_dim), nn.Linear(patch_dim, d))
+        self.proj_cls = (
+            nn.Sequential(nn.LayerNorm(self.backbone.dim), nn.Linear(self.backbone.dim, d)) if config.use_cls else None
+        )
+        self.type_embed = nn.Parameter(torch.randn(2, d) * 0.02)  # row 0: image tokens, row 1: frame tokens
+        self.time_embed = RelativeTimeEmbedding(d, config.time_frequencies)
+        self.blocks = nn.ModuleList([FusionBlock(config) for _ in range(config.depth)])
+        self.ic_head = ICHead(config)
+
+    def _tokens(self, tokens: Tokens) -> torch.Tensor:
+        """Projected patch tokens, with the cls token first where `use_cls`: `[..., N', d]`, N' = N + 1 or N."""
+        if "patch" not in tokens:
+            raise ValueError(f"IC-Reward needs patch tokens; backbone {self.config.backbone!r} returns only cls")
+        patch = self.proj_patch(tokens["patch"])  # (..., N, d)
+        if not self.config.use_cls:
+            return patch
+        return torch.cat([self.proj_cls(tokens["cls"]).unsqueeze(-2), patch], dim=-2)  # (..., 1+N, d)
+
+    def head(
+        self, img_tokens: Tokens, vid_tokens: Tokens, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict]:
+        """Raw reward `[B]` from backbone tokens (`img cls [B,D], patch [B,N,D]`; `vid cls [B,T,D], patch [B,T,N,D]`).
+
+        With `return_attention`, also `{"fusion": one [B, T, heads, N', N'] map per fusion block (frame token ->
+        image token), "head": [B, Q, T*N'] (IC-head queries over all frames' tokens, frame-major)}`, N' = N + use_cls.
+        """
+        image = self._tokens(img_tokens) + self.type_embed[0]  # (B, N', d)
+        frames = self._tokens(vid_tokens) + self.type_embed[1]  # (B, T, N', d)
+        b, t, n, d = frames.shape
+        frames = frames + self.time_embed(t)[:, None]  # (B, T, N', d) + (T, 1, d)
+        fusion_maps = []
+        for block in self.blocks:
+            frames, weights = block(frames, image, return_attention)
+            fusion_maps.append(weights)
+        reward, head_map = self.ic_head(frames.reshape(b, t * n, d), return_attention)  # (B, T*N', d) in
+        if return_attention:
+            return reward, {"fusion": tuple(fusion_maps), "head": head_map}
+        return reward
+
+
+@torch.no_grad()
+def attention_heatmaps(
+    model: ICRewardModel, image: torch.Tensor, video: torch.Tensor, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Per-frame spatial maps `[B, T, h, w]` of where the IC head looks: its attention, averaged over its queries, on
+    each patch of each frame (the patch grid, or bilinearly resized to `size`).
+
+    Values are attention mass, not normalised per frame: over all frames and patches they sum to 1 minus what went
+    to the cls tokens, so the maps of different frames are comparable.
+    """
+    _, attention = model(image, video, return_attention=True)
+    b, t = video.shape[:2]
+    maps = attention["head"].mean(1).view(b, t, -1)  # (B, Q, T*N') -> (B, T*N') -> (B, T, N')
+    if model.config.use_cls:
+        maps = maps[..., 1:]  # (B, T, N)
+    side = math.isqrt(maps.shape[-1])
+    if side * side != maps.shape[-1]:
+        raise ValueError(f"cannot lay {maps.shape[-1]} patch tokens out on a square grid")
+    maps = maps.reshape(b, t, side, side)  # (B, T, h, w)
+    if size is not None:
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)  # (B, T, *size)
+    return maps
