@@ -14,13 +14,13 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate a labelled failure-case benchmark (videos + split manifests)")
     p.add_argument("--out", required=True, help="output folder (train.jsonl, val.jsonl, test.jsonl, videos/)")
     p.add_argument("--images", help="folder of source images to use instead of procedural scenes")
-    p.add_argument("--n", type=int, default=None, help="number of source images (default: 120)")
+    p.add_argument("--n", type=int, default=None, help="number of source images (default: 150)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout-modes", default="", help="comma-separated failure modes kept out of train/val")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: 16)")
     p.add_argument("--size", type=int, default=None, help="video side in pixels (default: 128)")
     p.add_argument("--tie-margin", type=float, default=None, help="|score_a - score_b| at or below this is a tie")
-    p.add_argument("--workers", type=int, default=None, help="processes rendering videos (default: CPU count)")
+    p.add_argument("--workers", type=int, default=None, help="processes rendering videos (default: min(2, CPU count))")
     p.set_defaults(func=_run_synth)
 
 
@@ -57,6 +57,100 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_eval)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from icreward.training.config import CACHE_DTYPES, LOSSES, PRECISIONS, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train a learned reward (IC-Reward or the MLP baseline); the run folder is a checkpoint",
+        description="Train a reward model. Options come from the defaults, then --config, then these flags. "
+        "Runs on one CPU or GPU, or many under `torchrun --nproc_per_node N -m icreward.cli train ...` "
+        "or `accelerate launch`.",
+    )
+    p.add_argument("--config", help="YAML or JSON file of training options (field names as below, with _)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="training manifest: pair records (pointwise records with --loss mse)")
+    g.add_argument("--val", help="validation manifest: early stopping, score normalisation, tie threshold")
+    g.add_argument("--out", help="run folder (a checkpoint, with train_config.json, metrics.csv, last/)")
+    g.add_argument("--tie-margin", type=float, help=f"|score_a - score_b| that is a tie (default: {d.tie_margin})")
+    g.add_argument("--skip-bad", action="store_true", default=None, help="skip invalid manifest lines, listed")
+    g.add_argument("--num-workers", type=int, help=f"DataLoader processes decoding media (default: {d.num_workers})")
+    g.add_argument("--kfold", type=int, help="k-fold cross-validation by source image: RUN_DIR/fold-<i>/, kfold.json")
+    g.add_argument("--fold", type=int, help="with --kfold: run only this fold (0-based)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model-type", choices=["icreward", "mlp"], help=f"(default: {d.model_type})")
+    g.add_argument("--backbone", help=f"backbone registry name, e.g. hf:facebook/dinov2-small (default: {d.backbone})")
+    g.add_argument("--backbone-kwargs", type=_json_object, help="JSON object of backbone factory arguments")
+    g.add_argument(
+        "--backbone-policy", help=f"frozen | last-<k> | lora | lora-r<rank> | full (default: {d.backbone_policy})"
+    )
+    g.add_argument("--model-kwargs", dest="model", type=_json_object, help='JSON model config fields: {"d_model": 64}')
+    g.add_argument("--num-frames", type=int, help=f"frames sampled per video (default: {d.num_frames})")
+    g = p.add_argument_group("objective")
+    g.add_argument("--loss", choices=LOSSES, help=f"(default: {d.loss})")
+    g.add_argument("--theta", type=float, help=f"tie parameter of the BTT loss (default: {d.theta})")
+    g.add_argument(
+        "--contrastive-weight",
+        type=float,
+        help="in-batch contrastive term added to the loss (default: 0; 1 alone for --loss contrastive)",
+    )
+    g.add_argument("--contrastive-temperature", type=float, help=f"(default: {d.contrastive_temperature})")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help=f"(default: {d.epochs})")
+    g.add_argument("--batch-size", type=int, help=f"pairs per process and step (default: {d.batch_size})")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default: {d.lr})")
+    g.add_argument(
+        "--backbone-lr", type=float, help="peak learning rate of trainable backbone parameters (default: --lr)"
+    )
+    g.add_argument(
+        "--weight-decay", type=float, help=f"AdamW decay, not on biases/norms/embeddings (default: {d.weight_decay})"
+    )
+    g.add_argument(
+        "--warmup-ratio", type=float, help=f"linear warm-up fraction, then cosine decay (default: {d.warmup_ratio})"
+    )
+    g.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 for none (default: {d.grad_clip})")
+    g.add_argument("--seed", type=int, help=f"(default: {d.seed})")
+    g.add_argument(
+        "--patience", type=int, help="early stopping: epochs without a better val pair accuracy (default: off)"
+    )
+    g = p.add_argument_group("hardware and run control")
+    g.add_argument(
+        "--precision", choices=PRECISIONS, help=f"auto = bf16 where the hardware has it (default: {d.precision})"
+    )
+    g.add_argument("--cpu", action="store_true", default=None, help="train on the CPU even where a GPU is available")
+    g.add_argument(
+        "--cache-dir", help="feature cache folder (default: $ICREWARD_CACHE/features or ~/.cache/icreward/features)"
+    )
+    g.add_argument(
+        "--no-cache", dest="cache", action="store_false", default=None, help="no feature cache (frozen backbone)"
+    )
+    g.add_argument("--cache-dtype", choices=CACHE_DTYPES, help=f"stored token precision (default: {d.cache_dtype})")
+    g.add_argument("--resume", action="store_true", default=None, help="continue the interrupted run in --out")
+    g.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier run's files in --out")
+    g.add_argument("--save-every", type=int, help="also save the resume state every N steps (default: each epoch)")
+    g.add_argument(
+        "--log-every", type=int, help=f"metrics.csv step row every N steps, 0 = epochs only (default: {d.log_every})"
+    )
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    g.add_argument(
+        "--no-tensorboard", dest="tensorboard", action="store_false", default=None, help="no TensorBoard events"
+    )
+    p.set_defaults(func=_run_train)
+
+
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
 def _run_synth(args: argparse.Namespace) -> int:
     from icreward.synth.dataset import run_cli
 
@@ -75,13 +169,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from icreward.training.cli import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from icreward import __version__
 
     parser = argparse.ArgumentParser(prog="icreward", description="Image-to-video consistency rewards.")
     parser.add_argument("--version", action="version", version=f"icreward {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_score, _add_eval, _add_synth):
+    for add in (_add_score, _add_eval, _add_synth, _add_train):
         add(sub)
     return parser
 

@@ -17,6 +17,9 @@ class MediaError(IcrewardError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.path, self.reason))
+
 
 class ManifestError(IcrewardError):
     """A manifest line is invalid. `path` is the manifest, `line` the 1-based line number (None: the whole file)."""
@@ -28,6 +31,9 @@ class ManifestError(IcrewardError):
         self.record_id = record_id
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.path, self.line, self.reason, self.record_id))
 
 
 class BackboneError(IcrewardError):

@@ -121,9 +121,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, crf: int = 1
         with av.open(f, mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "veryfast"}
+            # mbtree=0: libx264's macroblock-tree rate control gives different bytes for identical input across runs
+            stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
             for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                for packet in stream.encode(
+                    av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+                ):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)

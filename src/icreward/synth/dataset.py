@@ -1,0 +1,259 @@
+"""`icreward synth`: render a planned synthetic benchmark to disk, and the embedded default benchmark.
+
+Output folder (paths in manifests are relative to it):
+- `train.jsonl`, `val.jsonl`, `test.jsonl`: pair records `{"id", "image", "video_a", "video_b", "label",
+  "labels": {"ic", "motion"}, "score_a", "score_b", "mode_a", "mode_b", "severity_a", "severity_b", "source"}`;
+- `videos.jsonl`: pointwise records `{"id", "image", "video", "score", "mode", "severity", "motion", "split",
+  "source"}` of every video;
+- `images/<source>.png`, `videos/<video id>.mp4` (H.264), and `synth.json` (resolved config, code version, seed,
+  score weights, counts per split, per mode and per label).
+The folder appears in one rename once complete (`atomic_dir`); the same config gives byte-identical files
+whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from icreward.atomic import atomic_dir
+from icreward.errors import IcrewardError
+from icreward.media import IMAGE_EXTENSIONS, load_image, write_video
+from icreward.synth.failures import CONSISTENT_MODE, FAILURE_MODES, render_video
+from icreward.synth.motion import render_image, sample_trajectory
+from icreward.synth.plan import SPLITS, SourcePlan, SynthConfig, compare, plan_sources
+from icreward.synth.scenes import photo_scene, procedural_scene
+
+SYNTH_VERSION = 1  # bump when the same config would render different data
+BENCHMARK_NAME = "icbench-synth"
+
+
+def default_workers() -> int:
+    """Processes rendering by default: two at most (the generator is light; more mostly contend for memory)."""
+    return min(2, os.cpu_count() or 1)
+
+
+def list_photos(folder: str | Path) -> list[str]:
+    """Image files under `folder` (recursively), sorted; at least three, so that every split gets one."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise IcrewardError(f"--images: {root} is not a folder")
+    photos = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if len(photos) < len(SPLITS):
+        raise IcrewardError(f"--images: {root} holds {len(photos)} images; at least {len(SPLITS)} are needed")
+    return photos
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """Render with one torch thread: the same arithmetic (and pixels) in the main process and in workers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """`(..., 3, H, W)` in [0, 1] → uint8 `(..., H, W, 3)`."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).movedim(-3, -1).numpy()
+
+
+def _load_photo(path: str, size: int) -> torch.Tensor:
+    """A source photo, shrunk for a frame of `size` pixels."""
+    return load_image(path, max_side=4 * size)
+
+
+def render_source(plan: SourcePlan, config: SynthConfig, out: Path) -> None:
+    """Render one source image and all its planned videos into `out`."""
+    with _single_thread():
+        rng = np.random.default_rng([config.seed, plan.index, 1])
+        if plan.photo is None:
+            scene = procedural_scene(rng, config.size)
+        else:
+            alternate = _load_photo(plan.alternate, config.size) if plan.alternate else None
+            scene = photo_scene(rng, _load_photo(plan.photo, config.size), config.size, alternate)
+        Image.fromarray(_to_uint8(render_image(scene))).save(out / "images" / f"{plan.id}.png")
+        for k, video in enumerate(plan.videos):
+            vrng = np.random.default_rng([config.seed, plan.index, 2, k])
+            traj = sample_trajectory(vrng, scene, config.frames)
+            frames = render_video(scene, traj, video.mode, video.severity, vrng)
+            write_video(out / "videos" / f"{video.id}.mp4", _to_uint8(frames), fps=config.fps)
+
+
+def _records(plans: list[SourcePlan], config: SynthConfig) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Pair records per split and pointwise records of every video, as the manifests hold them."""
+    pairs: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    videos = []
+    for plan in plans:
+        image = f"images/{plan.id}.png"
+        for v in plan.videos:
+            videos.append(
+                {
+                    "id": v.id,
+                    "image": image,
+                    "video": f"videos/{v.id}.mp4",
+                    "score": v.score,
+                    "mode": v.mode,
+                    "severity": v.severity,
+                    "motion": v.motion,
+                    "split": plan.split,
+                    "source": plan.id,
+                }
+            )
+        for p, (i, j) in enumerate(plan.pairs):
+            a, b = plan.videos[i], plan.videos[j]
+            label = compare(a.score, b.score, config.tie_margin)
+            pairs[plan.split].append(
+                {
+                    "id": f"{plan.id}_p{p}",
+                    "image": image,
+                    "video_a": f"videos/{a.id}.mp4",
+                    "video_b": f"videos/{b.id}.mp4",
+                    "label": label,
+                    "labels": {"ic": label, "motion": compare(a.motion, b.motion, 0)},
+                    "score_a": a.score,
+                    "score_b": b.score,
+                    "mode_a": a.mode,
+                    "mode_b": b.mode,
+                    "severity_a": a.severity,
+                    "severity_b": b.severity,
+                    "source": plan.id,
+                }
+            )
+    return pairs, videos
+
+
+def _summary(config: SynthConfig, plans: list[SourcePlan], pairs: dict, videos: list[dict]) -> dict:
+    """The content of synth.json: resolved config, versions, weights and counts."""
+    from icreward import __version__
+
+    modes = [CONSISTENT_MODE, *FAILURE_MODES]
+    return {
+        "name": BENCHMARK_NAME,
+        "synth_version": SYNTH_VERSION,
+        "code_version": __version__,
+        "seed": config.seed,
+        "config": asdict(config),
+        "score_weights": {CONSISTENT_MODE: 0.0, **{m: f.weight for m, f in FAILURE_MODES.items()}},
+        "counts": {
+            "images": {s: sum(p.split == s for p in plans) for s in SPLITS},
+            "videos": {s: sum(v["split"] == s for v in videos) for s in SPLITS},
+            "pairs": {s: len(pairs[s]) for s in SPLITS},
+            "videos_per_mode": {
+                s: {m: sum(v["split"] == s and v["mode"] == m for v in videos) for m in modes} for s in SPLITS
+            },
+            "pair_labels": {s: {k: sum(r["label"] == k for r in pairs[s]) for k in ("A", "B", "tie")} for s in SPLITS},
+            "pair_motion_labels": {
+                s: {k: sum(r["labels"]["motion"] == k for r in pairs[s]) for k in ("A", "B", "tie")} for s in SPLITS
+            },
+        },
+    }
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def generate(config: SynthConfig, out: str | Path, workers: int | None = None, progress: bool = True) -> dict:
+    """Plan and render the benchmark `config` describes into the folder `out` (replaced atomically once whole).
+
+    Returns the content of `out/synth.json`.
+    """
+    config.validate()
+    photos = list_photos(config.images) if config.images else []
+    plans = plan_sources(config, photos)
+    if workers is not None and workers < 1:
+        raise IcrewardError(f"--workers must be at least 1, got {workers}")
+    workers = min(workers or default_workers(), len(plans))
+    with atomic_dir(out) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "videos").mkdir()
+        render = partial(render_source, config=config, out=tmp)
+        bar = tqdm(total=len(plans), desc="synth", unit="image", disable=not progress)
+        if workers == 1:
+            for plan in plans:
+                render(plan)
+                bar.update()
+        else:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for _ in pool.imap_unordered(render, plans):
+                    bar.update()
+        bar.close()
+        pairs, videos = _records(plans, config)
+        for split in SPLITS:
+            _write_jsonl(tmp / f"{split}.jsonl", pairs[split])
+        _write_jsonl(tmp / "videos.jsonl", videos)
+        summary = _summary(config, plans, pairs, videos)
+        (tmp / "synth.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def config_hash(config: SynthConfig) -> str:
+    """A stable hash of a config and the generator version (names cache folders)."""
+    blob = json.dumps({"synth_version": SYNTH_VERSION, **asdict(config)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def default_benchmark(cache_dir: str | Path | None = None) -> Path:
+    """The embedded default benchmark `icbench-synth` (what `icreward synth` makes with its defaults).
+
+    Generated on first use into `cache_dir` (default `$ICREWARD_CACHE`, else `~/.cache/icreward`) as
+    `icbench-synth-v<version>-<hash8>`, and reused afterwards. Returns that folder (manifests inside).
+    """
+    config = SynthConfig()
+    root = Path(cache_dir or os.environ.get("ICREWARD_CACHE") or Path.home() / ".cache" / "icreward")
+    path = root / f"{BENCHMARK_NAME}-v{SYNTH_VERSION}-{config_hash(config)[:8]}"
+    if not (path / "synth.json").is_file():
+        generate(config, path)
+    return path
+
+
+def config_from_args(args: argparse.Namespace) -> SynthConfig:
+    """A SynthConfig from the `icreward synth` namespace (None means the default)."""
+    defaults = SynthConfig()
+    holdout = tuple(m.strip() for m in (args.holdout_modes or "").split(",") if m.strip())
+    given = {"n": args.n, "seed": args.seed, "frames": args.frames, "size": args.size, "tie_margin": args.tie_margin}
+    given = {k: v for k, v in given.items() if v is not None}
+    config = replace(defaults, holdout_modes=holdout, images=args.images, **given)
+    config.validate()
+    return config
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """`icreward synth`: generate the benchmark and print counts per split, per mode and per label."""
+    config = config_from_args(args)
+    start = time.perf_counter()
+    summary = generate(config, args.out, workers=args.workers)
+    elapsed = time.perf_counter() - start
+    counts = summary["counts"]
+    print(f"wrote {args.out} in {elapsed:.1f} s (seed {config.seed}, {config.n} source images)")
+    for split in SPLITS:
+        labels = counts["pair_labels"][split]
+        print(
+            f"  {split:5s}: {counts['images'][split]:4d} images {counts['videos'][split]:5d} videos "
+            f"{counts['pairs'][split]:5d} pairs  (A {labels['A']}, B {labels['B']}, tie {labels['tie']})"
+        )
+    per_mode = Counter()
+    for split in SPLITS:
+        per_mode.update(counts["videos_per_mode"][split])
+    print("  videos per mode: " + ", ".join(f"{m} {n}" for m, n in per_mode.items()))
+    if config.holdout_modes:
+        print(f"  held out of train/val: {', '.join(config.holdout_modes)}")
+    return 0

@@ -1,0 +1,239 @@
+"""The failure modes of image-to-video generation, as a registry `FAILURE_MODES` keyed by the data-contract names.
+
+Two scopes:
+- "frames" modes (`icreward.synth.corruptions`) are functions `(frames, severity, rng) -> frames`; they apply to
+  any video, e.g. to build corruption tests from real I2V outputs.
+- "scene" modes (here) are functions `(scene, trajectory, severity, rng) -> frames`; they act on the layers of a
+  synthetic scene (the subject morphing, vanishing or doubling, the background drifting, ...).
+
+Every mode keeps moving along the trajectory (except `frozen`), leaves frame 0 as the conditioning image (except
+`first_frame_mismatch`, whose whole point is a different start), and grows from a random onset. `weight` is the
+consistency lost at severity 1: a video's score is `1 - weight * severity` (see `icreward.synth.dataset`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from icreward.synth import corruptions
+from icreward.synth.corruptions import hue_rotate, strength
+from icreward.synth.motion import (
+    Trajectory,
+    background_track,
+    composite,
+    finish,
+    fit_camera,
+    render_consistent,
+    sample_trajectory,
+    scene_tracks,
+    sprite_track,
+)
+from icreward.synth.scenes import Scene, make_sprite_texture, shape_alpha, unrelated_scene
+from icreward.synth.textures import value_noise
+
+CONSISTENT_MODE = "none"
+
+
+def _render(scene: Scene, traj: Trajectory, tracks: list) -> torch.Tensor:
+    return finish(composite(tracks, scene.size), traj)
+
+
+def _subject_index(tracks: list) -> int:
+    return next(i for i, track in enumerate(tracks) if track.name == "subject")
+
+
+def subject_drift(scene: Scene, traj: Trajectory, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """The subject's identity drifts: its colours rotate, its texture morphs and/or its shape morphs into another."""
+    t = traj.frames
+    m = strength(rng, t, severity).view(t, 1, 1, 1)
+    rgba = scene.subject.rgba
+    n = rgba.shape[-1]
+    kinds = [["colour"], ["texture"], ["colour", "texture"], ["shape"], ["shape", "colour"]][rng.integers(5)]
+    frames_rgba = rgba[None].repeat(t, 1, 1, 1)  # (T, 4, n, n)
+    if kinds != ["colour"]:  # morph into a new texture (and a new outline for "shape")
+        alpha = shape_alpha(rng, n) if "shape" in kinds else rgba[3]
+        other = make_sprite_texture(rng, n, scene.light, alpha=alpha)
+        frames_rgba = rgba[None] * (1 - m) + other[None] * m
+    if "colour" in kinds:  # hue turns and the colour is pulled towards another one (greys change too)
+        angle = m.view(t) * rng.choice([-1, 1]) * rng.uniform(1.5, 3.0)
+        gains = 1 + m * torch.from_numpy(rng.uniform(-0.6, 0.6, 3)).float().view(1, 3, 1, 1)
+        frames_rgba[:, :3] = hue_rotate(frames_rgba[:, :3], angle) * gains
+    tracks = scene_tracks(scene, traj)
+    frames_rgba = frames_rgba.clamp(0, 1)
+    frames_rgba[:, :3] = torch.minimum(frames_rgba[:, :3], frames_rgba[:, 3:])  # premultiplied: colour <= alpha
+    tracks[_subject_index(tracks)].texture = frames_rgba
+    return _render(scene, traj, tracks)
+
+
+def background_drift(scene: Scene, traj: Trajectory, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """The background drifts while the subject stays: it morphs into other content, changes colour, or warps."""
+    t = traj.frames
+    m = strength(rng, t, severity).view(t, 1, 1, 1)
+    bg = scene.background
+    kind = rng.choice(["replace", "recolour", "warp"])
+    if kind == "replace":
+        other = unrelated_scene(rng, scene).background
+        frames_bg = bg[None] * (1 - m) + other[None] * m
+    elif kind == "recolour":
+        angle = m.view(t) * rng.choice([-1, 1]) * rng.uniform(1.5, 3.0)
+        frames_bg = hue_rotate(bg[None].expand(t, -1, -1, -1), angle) * (1 + m * rng.uniform(-0.5, 0.5))
+    else:
+        side = bg.shape[-1]
+        field = torch.stack([value_noise(rng, side, side, rng.uniform(2, 5), 2) - 0.5 for _ in range(2)], -1)
+        grid = F.affine_grid(torch.eye(2, 3)[None], [1, 3, side, side], align_corners=False)
+        grid = grid + rng.uniform(0.3, 0.6) * m.view(t, 1, 1, 1) * field
+        frames_bg = F.grid_sample(bg[None].expand(t, -1, -1, -1), grid, padding_mode="reflection", align_corners=False)
+    tracks = scene_tracks(scene, traj)
+    tracks[0] = background_track(scene, traj.camera, frames_bg.clamp(0, 1))
+    return _render(scene, traj, tracks)
+
+
+def content_replacement(scene: Scene, traj: Trajectory, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """The video cuts or cross-fades to different content, whole frame or one region; more severe = earlier/more."""
+    t = traj.frames
+    other = unrelated_scene(rng, scene)
+    other_frames = render_consistent(other, sample_trajectory(rng, other, t))
+    own = render_consistent(scene, traj)
+    style = rng.choice(["cut", "fade", "region"])
+    start = int(np.clip(round((1 - 0.8 * severity + rng.uniform(-0.1, 0.1)) * (t - 1)), 1, t - 1))
+    idx = torch.arange(t, dtype=torch.float32)
+    if style == "cut":
+        mix = (idx >= start).float().view(t, 1, 1, 1)
+    else:
+        length = rng.uniform(2, 5)
+        fade_start = max(0.0, start - length)
+        level = 0.5 + 0.5 * severity if style == "fade" else 1.0
+        mix = (((idx - fade_start) / length).clamp(0, 1) * level).view(t, 1, 1, 1)
+        mix[0] = 0
+        if style == "region":
+            h = scene.size
+            ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, h), indexing="ij")
+            cx, cy = rng.uniform(-0.5, 0.5, 2)
+            radius = 0.35 + 0.55 * severity
+            region = torch.sigmoid((radius - ((xs - cx) ** 2 + (ys - cy) ** 2).sqrt()) * 12)
+            mix = mix * region.view(1, 1, h, h)
+    return own * (1 - mix) + other_frames * mix
+
+
+def first_frame_mismatch(scene: Scene, traj: Trajectory, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """The video starts from an image that differs from the conditioning one (other crop, moved objects, other
+    colours) and then moves consistently from there."""
+    kinds = list(rng.permutation(["crop", "layout", "colour"])[: rng.integers(1, 4)])
+    t = traj.frames
+    if "crop" in kinds:
+        direction = rng.uniform(0, 2 * np.pi)
+        offset = severity * np.array(
+            [0.35 * np.cos(direction), 0.35 * np.sin(direction), rng.uniform(-0.35, 0.45), rng.uniform(-0.2, 0.2)]
+        )
+        traj = replace(traj, camera=fit_camera(traj.camera + offset, scene))
+    if "layout" in kinds:
+        direction = rng.uniform(0, 2 * np.pi)
+        shift = severity * rng.uniform(0.3, 0.6)
+        subject = replace(
+            scene.subject, x=scene.subject.x + shift * np.cos(direction), y=scene.subject.y + shift * np.sin(direction)
+        )
+        moves = severity * rng.uniform(-0.4, 0.4, (len(scene.objects), 2))
+        objects = [replace(o, x=o.x + dx, y=o.y + dy) for o, (dx, dy) in zip(scene.objects, moves, strict=True)]
+        scene = replace(scene, subject=subject, objects=objects)
+    frames = render_consistent(scene, traj)
+    if "colour" in kinds:
+        angle = torch.full((t,), severity * rng.choice([-1, 1]) * rng.uniform(0.8, 1.6))
+        frames = (hue_rotate(frames, angle) * (1 + severity * rng.uniform(-0.35, 0.35))).clamp(0, 1)
+    return frames
+
+
+def subject_vanish(scene: Scene, traj: Trajectory, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """The subject fades out, dissolves into noise, or shrinks away; severity is how much of it is gone."""
+    t = traj.frames
+    m = strength(rng, t, severity)
+    tracks = scene_tracks(scene, traj)
+    i = _subject_index(tracks)
+    style = rng.choice(["fade", "dissolve", "shrink"])
+    if style == "fade":
+        tracks[i].opacity = 1 - m
+    elif style == "dissolve":
+        n = scene.subject.rgba.shape[-1]
+        noise = value_noise(rng, n, n, rng.uniform(3, 8)) * 0.9 + 0.05
+        level = m.view(t, 1, 1)
+        keep = ((noise[None] - level) * 8 + 1).clamp(0, 1) * (1 - level)  # 1 at frame 0
+        tracks[i].texture = scene.subject.rgba[None] * keep.unsqueeze(1)
+    else:
+        offset = traj.subject.copy()
+        offset[:, 2] += np.log(1 - 0.95 * m.numpy())
+        shrunk = sprite_track("subject", scene.subject, traj.camera, offset)
+        shrunk.sway = tracks[i].sway
+        tracks[i] = shrunk
+    return _render(scene, traj, tracks)
+
+
+def subject_duplicate(scene: Scene, traj: Trajectory, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """A copy of the subject appears elsewhere (fading in or growing), following the subject's motion; two copies
+    at high severity."""
+    t = traj.frames
+    m = strength(rng, t, severity)
+    subject = scene.subject
+    tracks = scene_tracks(scene, traj)
+    i = _subject_index(tracks)
+    second = rng.random() < 0.5  # drawn whatever the severity, so severities share every other draw
+    copies = 1 + int(severity > 0.6 and second)
+    for c in range(copies):
+        candidates = rng.uniform(-0.55, 0.55, (10, 2))
+        far = candidates[np.argmax(np.hypot(candidates[:, 0] - subject.x, candidates[:, 1] - subject.y))]
+        scale = rng.uniform(0.6, 1.0)
+        grow = rng.random() < 0.5
+        copy = replace(subject, x=float(far[0]), y=float(far[1]), half=subject.half * scale)
+        if rng.random() < 0.5:
+            copy = replace(copy, rgba=subject.rgba.flip(-1))
+        offset = traj.subject.copy()
+        if grow:
+            offset[:, 2] += np.log(np.clip(m.numpy() / max(severity, 1e-6), 0.02, 1))
+        track = sprite_track(f"subject_copy{c}", copy, traj.camera, offset)
+        track.opacity = (3 * m).clamp(max=severity) if grow else m
+        tracks.insert(i + 1 + c, track)
+    return _render(scene, traj, tracks)
+
+
+@dataclass(frozen=True)
+class FailureMode:
+    """One failure mode: its data-contract name, score weight, scope and rendering function."""
+
+    name: str
+    weight: float  # consistency lost at severity 1: score = 1 - weight * severity
+    scope: str  # "frames": fn(frames, severity, rng) works on any video; "scene": fn(scene, traj, severity, rng)
+    fn: Callable[..., torch.Tensor]
+
+    def render(self, scene: Scene, traj: Trajectory, severity: float, rng: np.random.Generator) -> torch.Tensor:
+        """Frames `(T, 3, H, W)` of `scene` moving along `traj` with this failure at `severity` in [0, 1]."""
+        if self.scope == "frames":
+            return self.fn(render_consistent(scene, traj), severity, rng)
+        return self.fn(scene, traj, severity, rng)
+
+
+FAILURE_MODES: dict[str, FailureMode] = {
+    mode.name: mode
+    for mode in [
+        FailureMode("subject_drift", 0.7, "scene", subject_drift),
+        FailureMode("background_drift", 0.55, "scene", background_drift),
+        FailureMode("color_drift", 0.5, "frames", corruptions.color_drift),
+        FailureMode("structure_distortion", 0.6, "frames", corruptions.structure_distortion),
+        FailureMode("detail_loss", 0.45, "frames", corruptions.detail_loss),
+        FailureMode("content_replacement", 0.9, "scene", content_replacement),
+        FailureMode("first_frame_mismatch", 0.6, "scene", first_frame_mismatch),
+        FailureMode("flicker", 0.45, "frames", corruptions.flicker),
+        FailureMode("subject_vanish", 0.8, "scene", subject_vanish),
+        FailureMode("subject_duplicate", 0.6, "scene", subject_duplicate),
+        FailureMode("frozen", 0.0, "frames", corruptions.frozen),
+    ]
+}
+
+
+def render_video(scene: Scene, traj: Trajectory, mode: str, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """Frames `(T, 3, H, W)` in [0, 1] of `scene` along `traj`: consistent (`mode="none"`) or with a failure."""
+    if mode == CONSISTENT_MODE:
+        return render_consistent(scene, traj)
+    return FAILURE_MODES[mode].render(scene, traj, severity, rng)

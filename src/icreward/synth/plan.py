@@ -1,0 +1,220 @@
+"""Planning a synthetic benchmark before any pixel is drawn: splits, the videos of each source image, their
+consistency labels, and the pairs compared.
+
+Labels (the data contract of `icreward synth`):
+- consistency score of a video: `clip(1 - weight[mode] * severity + noise, 0, 1)`, rounded to 4 decimals, with
+  `weight` from `FAILURE_MODES` (`none` and `frozen` have weight 0, so they score about 1) and `noise` a seeded
+  normal draw of std `rater_noise` per video standing in for rater disagreement;
+- `motion`: 1 for a moving video, 0 for `frozen`;
+- a pair's `labels["ic"]` is "A" / "B" when one score exceeds the other by more than `tie_margin`, else "tie";
+  `labels["motion"]` compares the motion labels the same way (margin 0). `label` equals `labels["ic"]`.
+
+Every random choice about source image i comes from an RNG seeded by (seed, i), and the balanced mode schedule
+from one seeded by (seed, split), so a plan depends only on the config, never on workers or timing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from icreward.errors import IcrewardError
+from icreward.synth.failures import CONSISTENT_MODE, FAILURE_MODES
+
+SPLITS = ("train", "val", "test")
+FROZEN_MODE = "frozen"
+PAIR_QUOTAS = {"tie": 1, "consistent_vs_failure": 2, "failure_pair": 2, "consistent_pair": 1}  # per source image
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that decides a synthetic benchmark's content (not how fast it is made)."""
+
+    n: int = 150  # source images (conditioning images)
+    seed: int = 0
+    frames: int = 16  # frames per video
+    size: int = 128  # video side in pixels (even)
+    tie_margin: float = 0.05  # |score_a - score_b| at or below this is a tie
+    holdout_modes: tuple[str, ...] = ()  # failure modes kept out of train and val
+    images: str | None = None  # folder of source photos (None: procedural scenes)
+    videos_per_image: int = 6  # 1-2 consistent (sometimes frozen), the rest failures
+    pairs_per_image: int = 6
+    split_fractions: tuple[float, float, float] = (0.45, 0.10, 0.45)  # train, val, test share of source groups
+    severity_range: tuple[float, float] = (0.15, 1.0)  # failure severities are uniform in this range
+    rater_noise: float = 0.02  # std of the seeded per-video score noise
+    fps: int = 8
+
+    def validate(self) -> None:
+        """Raise IcrewardError naming the first invalid setting."""
+        unknown = sorted(set(self.holdout_modes) - set(FAILURE_MODES))
+        if unknown:
+            raise IcrewardError(
+                f"unknown failure mode(s) in --holdout-modes: {', '.join(unknown)}; "
+                f"valid modes: {', '.join(FAILURE_MODES)}"
+            )
+        if set(FAILURE_MODES) - {FROZEN_MODE} <= set(self.holdout_modes):
+            raise IcrewardError("--holdout-modes must leave at least one failure mode (besides frozen) for training")
+        if self.n < len(SPLITS):
+            raise IcrewardError(f"--n must be at least {len(SPLITS)} (one source image per split), got {self.n}")
+        if self.frames < 2:
+            raise IcrewardError(f"--frames must be at least 2, got {self.frames}")
+        if self.size < 16 or self.size % 2:
+            raise IcrewardError(f"--size must be even and at least 16 (H.264), got {self.size}")
+        if not 0 <= self.tie_margin < 1:
+            raise IcrewardError(f"--tie-margin must be in [0, 1), got {self.tie_margin}")
+        if self.videos_per_image < 3:
+            raise IcrewardError(f"videos_per_image must be at least 3, got {self.videos_per_image}")
+
+
+@dataclass
+class VideoPlan:
+    """One video to render and its labels."""
+
+    id: str  # "<source id>_v<k>"
+    mode: str  # "none" or a FAILURE_MODES name
+    severity: float  # in severity_range for failures, 0 for "none" and "frozen"
+    score: float  # consistency label in [0, 1]
+    motion: int  # 1 moving, 0 frozen
+
+
+@dataclass
+class SourcePlan:
+    """One source (conditioning) image: where it comes from, its split, its videos and its pairs."""
+
+    index: int  # position in the benchmark; with the seed, it seeds every random choice about this image
+    id: str  # "img<index:05d>"
+    split: str
+    photo: str | None  # path of the source photo (None: procedural)
+    alternate: str | None  # another photo of the same split, for failures that swap in unrelated content
+    videos: list[VideoPlan] = field(default_factory=list)
+    pairs: list[tuple[int, int]] = field(default_factory=list)  # (video index of A, video index of B)
+
+
+def score_video(mode: str, severity: float, rng: np.random.Generator, rater_noise: float) -> float:
+    """The consistency label of one video (see the module docstring)."""
+    weight = 0.0 if mode == CONSISTENT_MODE else FAILURE_MODES[mode].weight
+    return round(float(np.clip(1 - weight * severity + rng.normal(0, rater_noise), 0, 1)), 4)
+
+
+def compare(a: float, b: float, margin: float) -> str:
+    """The label of a comparison: "A" if a exceeds b by more than `margin`, "B" if b exceeds a by more, else "tie"."""
+    return "A" if a - b > margin else "B" if b - a > margin else "tie"
+
+
+def split_groups(n_groups: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> list[str]:
+    """Assign each group (a source image, or a photo and all images cut from it) to a split; none left empty."""
+    order = rng.permutation(n_groups)
+    n_val = max(1, round(fractions[1] * n_groups))
+    n_test = max(1, round(fractions[2] * n_groups))
+    n_train = n_groups - n_val - n_test
+    if n_train < 1:
+        n_train, n_test = 1, n_groups - n_val - 1
+    splits = [""] * n_groups
+    for rank, g in enumerate(order):
+        splits[g] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return splits
+
+
+def _mode_schedule(split: str, config: SynthConfig) -> Iterator[str]:
+    """An endless, block-balanced sequence of failure modes for one split: each block is a shuffle of every
+    allowed mode (held-out modes lead the first test block, so even a small test split has them)."""
+    rng = np.random.default_rng([config.seed, SPLITS.index(split), 7])
+    allowed = [m for m in FAILURE_MODES if m != FROZEN_MODE and (split == "test" or m not in config.holdout_modes)]
+    first = [m for m in allowed if m in config.holdout_modes] if split == "test" else []
+
+    def shuffled(modes: list[str]) -> list[str]:
+        return [modes[i] for i in rng.permutation(len(modes))]
+
+    def blocks() -> Iterator[list[str]]:
+        yield shuffled(first) + shuffled([m for m in allowed if m not in first])
+        while True:
+            yield shuffled(allowed)
+
+    return itertools.chain.from_iterable(blocks())
+
+
+def _consistent_mode(split: str, rng: np.random.Generator, config: SynthConfig) -> str | None:
+    """The second video of an image: frozen (45%), another consistent one (20%), or None for a failure."""
+    r = rng.random()
+    frozen_ok = split == "test" or FROZEN_MODE not in config.holdout_modes
+    if r < 0.45:
+        return FROZEN_MODE if frozen_ok else CONSISTENT_MODE
+    return CONSISTENT_MODE if r < 0.65 else None
+
+
+def _is_consistent(video: VideoPlan) -> bool:
+    return video.mode in (CONSISTENT_MODE, FROZEN_MODE)
+
+
+def choose_pairs(videos: list[VideoPlan], k: int, margin: float, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Pick `k` pairs of one image's videos: every video used, and per-category quotas (a tie, consistent vs
+    failure, two failures, two consistent videos) met where the videos allow; A/B order at random."""
+
+    def category(i: int, j: int) -> str:
+        a, b = videos[i], videos[j]
+        if compare(a.score, b.score, margin) == "tie":
+            return "tie"
+        if _is_consistent(a) != _is_consistent(b):
+            return "consistent_vs_failure"
+        return "consistent_pair" if _is_consistent(a) else "failure_pair"
+
+    candidates = [(i, j) for i, j in itertools.combinations(range(len(videos)), 2)]
+    tiebreak = rng.random(len(candidates))
+    quota, covered, chosen = dict(PAIR_QUOTAS), set(), []
+    while len(chosen) < k and len(chosen) < len(candidates):
+        value = {
+            c: 2 * (quota.get(category(i, j), 0) > 0) + (i not in covered) + (j not in covered) + tiebreak[c]
+            for c, (i, j) in enumerate(candidates)
+            if (i, j) not in chosen
+        }
+        i, j = candidates[max(value, key=value.get)]
+        quota[category(i, j)] = quota.get(category(i, j), 0) - 1
+        covered |= {i, j}
+        chosen.append((i, j))
+    return [(j, i) if rng.random() < 0.5 else (i, j) for i, j in chosen]
+
+
+def plan_sources(config: SynthConfig, photos: list[str]) -> list[SourcePlan]:
+    """The whole benchmark's plan: split, photo, videos (mode, severity, score) and pairs of every source image.
+
+    With photos, image i is cut from the (i mod P)-th of P photos taken in a seeded order, and all images of one
+    photo share a split.
+    """
+    split_rng = np.random.default_rng([config.seed, 2**20])
+    used = [photos[g] for g in split_rng.permutation(len(photos))[: config.n]] if photos else []
+    n_groups = len(used) or config.n
+    group_of = [i % n_groups for i in range(config.n)]
+    group_split = split_groups(n_groups, config.split_fractions, split_rng)
+    schedules = {split: _mode_schedule(split, config) for split in SPLITS}
+    by_split = {s: sorted({group_of[i] for i in range(config.n) if group_split[group_of[i]] == s}) for s in SPLITS}
+    lo, hi = config.severity_range
+    plans = []
+    for i in range(config.n):
+        rng = np.random.default_rng([config.seed, i, 0])
+        split = group_split[group_of[i]]
+        photo = alternate = None
+        if photos:
+            photo = used[group_of[i]]
+            others = [g for g in by_split[split] if g != group_of[i]]
+            alternate = used[others[int(rng.integers(len(others)))]] if others else None
+        source_id = f"img{i:05d}"
+        modes = [CONSISTENT_MODE, _consistent_mode(split, rng, config)]
+        modes = [m if m is not None else next(schedules[split]) for m in modes]
+        modes += [next(schedules[split]) for _ in range(config.videos_per_image - 2)]
+        videos = []
+        for k, mode in enumerate(modes):
+            severity = 0.0 if mode in (CONSISTENT_MODE, FROZEN_MODE) else round(float(rng.uniform(lo, hi)), 4)
+            score = score_video(mode, severity, rng, config.rater_noise)
+            videos.append(VideoPlan(f"{source_id}_v{k}", mode, severity, score, int(mode != FROZEN_MODE)))
+        pairs = choose_pairs(videos, config.pairs_per_image, config.tie_margin, rng)
+        plans.append(SourcePlan(i, source_id, split, photo, alternate, videos, pairs))
+    missing = set(config.holdout_modes) - {v.mode for p in plans if p.split == "test" for v in p.videos}
+    if missing:
+        raise IcrewardError(
+            f"the test split is too small to hold every held-out mode (missing: {', '.join(sorted(missing))}); "
+            "use a larger --n"
+        )
+    return plans
