@@ -16,14 +16,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The embedded benchmark (icbench-synth) is generated on first use into the cache, then every offline metric is
+# evaluated on its test pairs with tie thresholds chosen on its validation pairs.
 demo: venv
-	$(VENV)/bin/icreward synth --out .icreward-cache/icbench-synth
-	$(VENV)/bin/icreward eval --data .icreward-cache/icbench-synth/test.jsonl --val .icreward-cache/icbench-synth/val.jsonl \
-		--model all-metrics --report .icreward-cache/demo-report
+	$(VENV)/bin/icreward eval --data icbench-synth --model metrics:offline --report reports/demo
 
 test: venv
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .icreward-cache
+	rm -rf $(VENV) reports

@@ -69,7 +69,14 @@ def score_items(
 
     load = _loaders(scorer, num_frames)
     scorer = scorer.to(device).eval()
-    bar = tqdm(total=len(items), desc=f"scoring ({scorer.name})", unit="video", disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(items),
+        desc=f"scoring ({scorer.name})",
+        unit="video",
+        disable=None if progress else True,
+        file=sys.stderr,
+        mininterval=1.0,
+    )
     pending: list[tuple[Item, torch.Tensor, torch.Tensor]] = []
 
     def flush() -> Iterator[ItemResult]:

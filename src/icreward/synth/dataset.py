@@ -186,7 +186,7 @@ def generate(config: SynthConfig, out: str | Path, workers: int | None = None, p
         (tmp / "images").mkdir()
         (tmp / "videos").mkdir()
         render = partial(render_source, config=config, out=tmp)
-        bar = tqdm(total=len(plans), desc="synth", unit="image", disable=not progress)
+        bar = tqdm(total=len(plans), desc="synth", unit="image", disable=None if progress else True, mininterval=1.0)
         if workers == 1:
             for plan in plans:
                 render(plan)

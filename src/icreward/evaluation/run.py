@@ -1,0 +1,143 @@
+"""`icreward eval`: score the videos of labelled pair manifests with each model and measure agreement."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from icreward.errors import IcrewardError
+
+LABEL_VALUE = {"A": 1, "B": -1, "tie": 0}
+OFFLINE_METRICS = "metrics:offline"
+DEFAULT_BENCHMARK = "icbench-synth"
+
+
+def expand_models(names: Sequence[str]) -> list[str]:
+    """Expand `metrics:offline` into every registered metric that needs no pretrained weights."""
+    from icreward.scorer import list_metrics
+
+    out: list[str] = []
+    for name in names:
+        expanded = [f"metric:{m}" for m in list_metrics(offline_only=True)] if name == OFFLINE_METRICS else [name]
+        out += [n for n in expanded if n not in out]
+    return out
+
+
+def resolve_data(data: str, val: str | None) -> tuple[Path, Path | None]:
+    """`icbench-synth` names the embedded benchmark (generated on first use); anything else is a manifest path."""
+    if data == DEFAULT_BENCHMARK:
+        from icreward.synth.dataset import default_benchmark
+
+        root = default_benchmark()
+        return root / "test.jsonl", Path(val) if val else root / "val.jsonl"
+    return Path(data), Path(val) if val else None
+
+
+def pair_modes(rec) -> list[str]:
+    """The failure modes a pair tests: the modes of its two videos other than `none`."""
+    modes = {m for m in (rec.extra.get("mode_a"), rec.extra.get("mode_b")) if m and m != "none"}
+    return sorted(modes) or ["none"]
+
+
+def reward_pairs(scorer, manifest, *, batch_size: int, device: str) -> np.ndarray:
+    """Rewards `[n_pairs, 2]` (A, B) for a pair manifest; each distinct (image, video) is scored once."""
+    from icreward.scoring import Item, score_items
+
+    items: dict[tuple[Path, Path], Item] = {}
+    for rec in manifest.records:
+        for video in (rec.video_a, rec.video_b):
+            items.setdefault((rec.image, video), Item(str(len(items)), rec.image, video))
+    rewards: dict[str, float] = {}
+    for res in score_items(scorer, list(items.values()), batch_size=batch_size, device=device):
+        if res.error:
+            raise IcrewardError(f"{manifest.path}: cannot score with {scorer.name}: {res.error}")
+        rewards[res.key] = res.reward
+    return np.array(
+        [[rewards[items[(rec.image, v)].key] for v in (rec.video_a, rec.video_b)] for rec in manifest.records]
+    )
+
+
+def evaluate_model(name: str, test, val, *, n_resamples: int, seed: int, batch_size: int, device: str):
+    """Results dict of one model on the test manifest (tie threshold from `val` when given) and its pair rows."""
+    from icreward import load
+    from icreward.evaluation.report import build_pair_rows
+    from icreward.evaluation.stats import evaluate_pairs, evaluate_points
+
+    scorer = load(name)
+    labels = np.array([LABEL_VALUE[r.label] for r in test.records])
+    rewards = reward_pairs(scorer, test, batch_size=batch_size, device=device)
+    delta = rewards[:, 0] - rewards[:, 1]
+    cluster = [r.extra.get("source", str(r.image)) for r in test.records]
+    val_kwargs = {}
+    if val is not None:
+        val_rewards = reward_pairs(scorer, val, batch_size=batch_size, device=device)
+        val_kwargs = {
+            "val_delta": val_rewards[:, 0] - val_rewards[:, 1],
+            "val_labels": np.array([LABEL_VALUE[r.label] for r in val.records]),
+        }
+    groups = [pair_modes(r) for r in test.records]
+    result = evaluate_pairs(
+        delta, labels, groups=groups, cluster=cluster, n_resamples=n_resamples, seed=seed, **val_kwargs
+    )
+    # Pointwise agreement: each distinct video's reward against its human (or synthetic) score.
+    points: dict[tuple[Path, Path], tuple[float, float, str]] = {}
+    for rec, (ra, rb) in zip(test.records, rewards, strict=True):
+        for video, r, s in ((rec.video_a, ra, rec.score_a), (rec.video_b, rb, rec.score_b)):
+            if s is not None:
+                points[(rec.image, video)] = (r, s, rec.extra.get("source", str(rec.image)))
+    if len(points) >= 3:
+        pred, target, point_cluster = zip(*points.values(), strict=True)
+        result.update(
+            evaluate_points(np.array(pred), np.array(target), n_resamples=n_resamples, seed=seed, cluster=point_cluster)
+        )
+    extra = [
+        {k: rec.extra.get(k) for k in ("source", "mode_a", "mode_b", "severity_a", "severity_b")}
+        | {"score_a": rec.score_a, "score_b": rec.score_b}
+        for rec in test.records
+    ]
+    rows = build_pair_rows(
+        name,
+        [r.id for r in test.records],
+        labels,
+        rewards[:, 0],
+        rewards[:, 1],
+        tie_threshold=result.get("tie_threshold"),
+        extra=extra,
+    )
+    return result, rows
+
+
+def run_cli(args) -> int:
+    from icreward.evaluation.report import format_per_mode_table, format_table, write_report
+    from icreward.manifest import format_skipped, load_manifest
+
+    data_path, val_path = resolve_data(args.data, args.val)
+    test = load_manifest(data_path, skip_bad=args.skip_bad, require_labels=True)
+    val = load_manifest(val_path, skip_bad=args.skip_bad, require_labels=True) if val_path else None
+    for m in (test, val):
+        if m is not None and m.kind != "pair":
+            raise IcrewardError(f"{m.path}: eval needs pair records (image, video_a, video_b, label)")
+        if m is not None and m.skipped:
+            print(format_skipped(m), file=sys.stderr)
+    names = expand_models(args.model)
+    results, rows = {}, []
+    for name in names:
+        start = time.perf_counter()
+        results[name], model_rows = evaluate_model(
+            name, test, val, n_resamples=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device
+        )
+        results[name]["seconds"] = round(time.perf_counter() - start, 2)
+        rows += model_rows
+    print(f"\n{len(test)} test pairs from {test.path}" + (f", tie threshold chosen on {val.path}" if val else ""))
+    print(format_table(results))
+    print("\nPairwise accuracy (%) per failure mode (pairs without human ties):")
+    print(format_per_mode_table(results))
+    if args.report:
+        meta = {"data": str(test.path), "val": str(val.path) if val else None, "bootstrap": args.bootstrap}
+        write_report(args.report, results, rows, meta=meta)
+        print(f"\nreport written to {args.report}")
+    return 0
