@@ -10,7 +10,8 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)" --index-url https://download.pytorch.org/whl/cpu || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --retries 0 --timeout 20 "$(TORCH_SPEC)" \
+		--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 

@@ -27,6 +27,7 @@ def test_eval_writes_contract_results(bench, tmp_path, capsys):
         assert -1 <= r["spearman"] <= 1 and -1 <= r["kendall"] <= 1
         assert r["per_mode"] and all(0 <= v <= 1 for v in r["per_mode"].values())
         assert "tie_threshold" in r and "pair_accuracy_ties_test_swept" in r
+    assert (report / "index.html").is_file() and (report / "accuracy.png").is_file()
     rows = (report / "pairs.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * n_pairs
     out = capsys.readouterr().out

@@ -112,6 +112,7 @@ def evaluate_model(name: str, test, val, *, n_resamples: int, seed: int, batch_s
 
 
 def run_cli(args) -> int:
+    from icreward.evaluation.html import write_html_report
     from icreward.evaluation.report import format_per_mode_table, format_table, write_report
     from icreward.manifest import format_skipped, load_manifest
 
@@ -139,5 +140,6 @@ def run_cli(args) -> int:
     if args.report:
         meta = {"data": str(test.path), "val": str(val.path) if val else None, "bootstrap": args.bootstrap}
         write_report(args.report, results, rows, meta=meta)
+        write_html_report(args.report, results, rows, title=f"icreward eval: {test.path}", meta=meta)
         print(f"\nreport written to {args.report}")
     return 0
