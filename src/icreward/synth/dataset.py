@@ -211,13 +211,14 @@ def config_hash(config: SynthConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def default_benchmark(cache_dir: str | Path | None = None) -> Path:
+def default_benchmark(cache_dir: str | Path | None = None, config: SynthConfig | None = None) -> Path:
     """The embedded default benchmark `icbench-synth` (what `icreward synth` makes with its defaults).
 
     Generated on first use into `cache_dir` (default `$ICREWARD_CACHE`, else `~/.cache/icreward`) as
-    `icbench-synth-v<version>-<hash8>`, and reused afterwards. Returns that folder (manifests inside).
+    `icbench-synth-v<version>-<hash8>`, and reused afterwards. Returns that folder (manifests inside). Another
+    `config` (e.g. the defaults with held-out modes) is cached the same way under its own hash.
     """
-    config = SynthConfig()
+    config = config or SynthConfig()
     root = Path(cache_dir or os.environ.get("ICREWARD_CACHE") or Path.home() / ".cache" / "icreward")
     path = root / f"{BENCHMARK_NAME}-v{SYNTH_VERSION}-{config_hash(config)[:8]}"
     if not (path / "synth.json").is_file():
