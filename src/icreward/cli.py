@@ -35,6 +35,14 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the results already in --out (and in its .partial.jsonl side file) and score only the rest",
+    )
+    p.add_argument(
+        "--flush-every", type=int, default=64, help="fsync finished results to the side file every N (default: 64)"
+    )
     p.set_defaults(func=_run_score)
 
 
@@ -55,6 +63,60 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_run_eval)
+
+
+def _add_rank(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rank", help="best-of-N: rank several videos of one image by reward")
+    p.add_argument("--image", required=True, help="conditioning image (decoded and encoded once)")
+    p.add_argument("--videos", nargs="+", required=True, help="candidate videos of that image")
+    p.add_argument("--model", default=DEFAULT_METRIC_MODEL, help=f"model name (default: {DEFAULT_METRIC_MODEL})")
+    p.add_argument("--json", action="store_true", help='print {"image", "model", "ranking": [...]} instead of a table')
+    p.add_argument("--top", type=int, default=None, help="show only the K best")
+    p.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run_rank)
+
+
+def _run_rank(args: argparse.Namespace) -> int:
+    from icreward.scoring import run_rank_cli
+
+    return run_rank_cli(args)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP API: POST /score and /rank (uploads or allowed paths), docs at /docs")
+    p.add_argument("--model", default=DEFAULT_METRIC_MODEL, help=f"model name (default: {DEFAULT_METRIC_MODEL})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--allow-root",
+        action="append",
+        metavar="DIR",
+        help="folder whose files JSON requests may name by path; repeat for several (default: uploads only)",
+    )
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest request body in MiB (default: 200)")
+    p.add_argument("--max-frames", type=int, default=64, help="largest num_frames a request may ask for (default: 64)")
+    p.add_argument("--request-timeout", type=float, default=60.0, help="seconds before a 504 answer (default: 60)")
+    p.add_argument("--batch-size", type=int, default=8, help="most videos scored in one forward pass (default: 8)")
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=10.0, help="how long a request waits for others to join (default: 10)"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    needed = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python-multipart": "python_multipart"}
+    missing = [package for package, module in needed.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise IcrewardError(f"serving needs {', '.join(missing)}: pip install {' '.join(missing)}")
+    from icreward.server import run_cli
+
+    return run_cli(args)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -181,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icreward", description="Image-to-video consistency rewards.")
     parser.add_argument("--version", action="version", version=f"icreward {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_score, _add_eval, _add_synth, _add_train):
+    for add in (_add_score, _add_eval, _add_synth, _add_train, _add_rank, _add_serve):
         add(sub)
     return parser
 

@@ -1,0 +1,201 @@
+"""Micro-batching: score requests that arrive within a few milliseconds of each other share one forward pass.
+
+One worker thread owns the model. It takes a request from the queue, waits up to `batch_wait_ms` (or until
+`batch_size` requests are in hand) for more, decodes their media in a thread pool, scores the items whose tensors
+have the same shapes as one batch, and resolves each request's `concurrent.futures.Future`. A request whose caller
+gave up (timed out, so its future was cancelled) before the worker reached it is dropped unscored.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from icreward.errors import IcrewardError
+from icreward.scorer import Scorer
+from icreward.scoring import batch_rewards, rank_videos, shape_batches
+
+
+@dataclass
+class ScoreJob:
+    image: Path
+    video: Path
+    num_frames: int
+    future: Future = field(default_factory=Future)  # -> ScoreOutcome
+
+
+@dataclass
+class RankJob:
+    image: Path
+    videos: list[Path]
+    num_frames: int
+    future: Future = field(default_factory=Future)  # -> rank_videos' list of (video, reward, error)
+
+
+@dataclass
+class ScoreOutcome:
+    """What became of one score request: a reward, or the input (`"image"` / `"video"`) that could not be read."""
+
+    reward: float | None = None
+    field: str | None = None
+    error: IcrewardError | None = None
+
+
+@dataclass
+class BatcherStats:
+    requests: int = 0  # requests answered (score and rank), errors included
+    batches: int = 0  # forward passes run for score requests
+    items: int = 0  # (image, video) pairs scored in those passes
+    largest_batch: int = 0  # most pairs in one forward pass
+    dropped: int = 0  # requests whose caller had given up before the worker reached them
+
+
+_STOP = object()
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        scorer: Scorer,
+        *,
+        batch_size: int = 8,
+        batch_wait_ms: float = 10.0,
+        device: str | torch.device = "cpu",
+        decode_workers: int = 2,
+    ):
+        self.scorer = scorer.to(device).eval()
+        self.batch_size, self.batch_wait, self.device = batch_size, batch_wait_ms / 1000, device
+        self._decode_workers = decode_workers
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._stats = BatcherStats()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(self._decode_workers, thread_name_prefix="icreward-decode")
+        self._thread = threading.Thread(target=self._run, name="icreward-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Finish the batch in hand, cancel the requests still queued, and stop the worker."""
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if job is not _STOP:
+                job.future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def submit_score(self, image: Path, video: Path, num_frames: int) -> Future:
+        return self._submit(ScoreJob(image, video, num_frames))
+
+    def submit_rank(self, image: Path, videos: list[Path], num_frames: int) -> Future:
+        return self._submit(RankJob(image, videos, num_frames))
+
+    def stats(self) -> BatcherStats:
+        with self._lock:
+            return BatcherStats(**vars(self._stats))
+
+    def _submit(self, job: ScoreJob | RankJob) -> Future:
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("the batcher is not running (start it, e.g. through the app's lifespan)")
+        self._queue.put(job)
+        return job.future
+
+    # ---- the worker thread
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            jobs, stop = self._collect()
+            live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+            with self._lock:
+                self._stats.dropped += len(jobs) - len(live)
+            try:
+                self._score([job for job in live if isinstance(job, ScoreJob)])
+                for job in live:
+                    if isinstance(job, RankJob):
+                        self._rank(job)
+            except BaseException as e:  # the worker never dies: whatever went wrong goes to the callers
+                for job in live:
+                    if not job.future.done():
+                        self._answer(job, error=e)
+
+    def _collect(self) -> tuple[list[ScoreJob | RankJob], bool]:
+        """The next micro-batch: one request, and those that arrive within `batch_wait` of it (up to `batch_size`)."""
+        job = self._queue.get()
+        if job is _STOP:
+            return [], True
+        jobs = [job]
+        deadline = time.monotonic() + self.batch_wait
+        while len(jobs) < self.batch_size:
+            wait = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return jobs, True
+            jobs.append(job)
+        return jobs, False
+
+    def _decode(self, job: ScoreJob) -> tuple[torch.Tensor, torch.Tensor] | ScoreOutcome:
+        from icreward.media import load_image, load_video
+
+        try:
+            image = load_image(job.image, max_side=self.scorer.max_side)
+        except IcrewardError as e:
+            return ScoreOutcome(field="image", error=e)
+        try:
+            return image, load_video(job.video, num_frames=job.num_frames, max_side=self.scorer.max_side)
+        except IcrewardError as e:
+            return ScoreOutcome(field="video", error=e)
+
+    def _score(self, jobs: list[ScoreJob]) -> None:
+        ready = []  # (job, (image [3,H,W], video [T,3,H,W]))
+        for job, media in zip(jobs, self._pool.map(self._decode, jobs), strict=True):
+            if isinstance(media, ScoreOutcome):
+                self._answer(job, media)
+            else:
+                ready.append((job, media))
+        for batch in shape_batches([(image.shape, video.shape) for _, (image, video) in ready], self.batch_size):
+            chunk = [ready[i] for i in batch]
+            try:
+                rewards = batch_rewards(self.scorer, [m[0] for _, m in chunk], [m[1] for _, m in chunk], self.device)
+            except Exception as e:
+                for job, _ in chunk:
+                    self._answer(job, error=e)
+                continue
+            with self._lock:
+                self._stats.batches += 1
+                self._stats.items += len(chunk)
+                self._stats.largest_batch = max(self._stats.largest_batch, len(chunk))
+            for (job, _), reward in zip(chunk, rewards, strict=True):
+                self._answer(job, ScoreOutcome(reward=reward))
+
+    def _rank(self, job: RankJob) -> None:
+        try:
+            ranking = rank_videos(
+                self.scorer, job.image, job.videos, self.batch_size, num_frames=job.num_frames, device=self.device
+            )
+        except Exception as e:
+            self._answer(job, error=e)
+        else:
+            self._answer(job, ranking)
+
+    def _answer(self, job: ScoreJob | RankJob, result=None, error: BaseException | None = None) -> None:
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+        with self._lock:
+            self._stats.requests += 1

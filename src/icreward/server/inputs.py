@@ -1,0 +1,178 @@
+"""Where a request's media come from: uploads saved to a per-request temporary folder, or paths on the server
+confined to the `--allow-root` folders; and the request-size limit."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from icreward.errors import IcrewardError
+
+
+class PathPolicy:
+    """Which server paths a request may name: files and frame folders inside one of `roots`, after every `..` and
+    symlink is resolved. No roots: path requests are refused. A relative path is taken from the first root."""
+
+    def __init__(self, roots: Sequence[str | Path]):
+        self.roots = []
+        for root in roots:
+            try:
+                resolved = Path(root).resolve(strict=True)
+            except (OSError, RuntimeError) as e:
+                raise IcrewardError(f"--allow-root {root}: no such folder ({e})") from e
+            if not resolved.is_dir():
+                raise IcrewardError(f"--allow-root {root}: not a folder")
+            self.roots.append(resolved)
+
+    def _inside(self, path: Path) -> bool:
+        return any(path.is_relative_to(root) for root in self.roots)
+
+    def resolve(self, name: str, given: str) -> Path:
+        """The real path of input `name` (`"image"`, `"video"`, ...); HTTP 403 where it is outside the roots."""
+        if not self.roots:
+            raise HTTPException(403, "path requests are disabled on this server (start it with --allow-root DIR)")
+        outside = HTTPException(403, f"{name}: {given} is outside the folders this server may read (--allow-root)")
+        path = Path(given) if Path(given).is_absolute() else self.roots[0] / given
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError, ValueError):
+            try:
+                lexical = path.resolve()  # follows the links that exist: tells "outside" from "missing inside"
+            except (OSError, RuntimeError, ValueError):
+                raise outside from None
+            if not self._inside(lexical):
+                raise outside from None
+            raise HTTPException(422, f"{name}: {given}: no such file or folder") from None
+        if not self._inside(resolved):
+            raise outside
+        if resolved.is_dir():  # a frame folder: each frame must be inside too (no symlinked frames from elsewhere)
+            if not all(self._inside(frame.resolve()) for frame in resolved.iterdir()):
+                raise outside
+        elif not resolved.is_file():
+            raise HTTPException(422, f"{name}: {given} is not a regular file")
+        return resolved
+
+
+class BodySizeLimit:
+    """ASGI middleware answering 413 to a request body over `max_bytes`: at once when Content-Length says so,
+    else (a chunked upload) as soon as that many bytes have arrived."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def _detail(self) -> str:
+        return f"request body is over the upload limit of {self.max_bytes / 2**20:g} MiB (--max-upload-mb)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await JSONResponse({"detail": self._detail()}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, self._detail())  # answered by the app's HTTPException handler
+            return message
+
+        await self.app(scope, limited, send)
+
+
+@dataclass
+class RequestMedia:
+    """The inputs of one request as local paths, and how to call each in answers (the upload's file name, or the
+    path as the client gave it)."""
+
+    paths: dict[str, Path] = field(default_factory=dict)  # "image", "video" -> path
+    labels: dict[str, str] = field(default_factory=dict)
+    videos: list[Path] = field(default_factory=list)  # the list input of /rank
+    video_labels: list[str] = field(default_factory=list)
+    num_frames: int | None = None
+
+
+def _safe_suffix(filename: str | None) -> str:
+    """The upload's extension when it is a plain one (`.mp4`, `.npy`): the decoders pick a reader by it."""
+    suffix = Path(filename or "").suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""
+
+
+async def _save(upload: UploadFile, path: Path) -> Path:
+    path = path.with_suffix(_safe_suffix(upload.filename))
+
+    def copy() -> None:
+        upload.file.seek(0)
+        with path.open("wb") as f:
+            shutil.copyfileobj(upload.file, f, 1 << 20)
+
+    await run_in_threadpool(copy)
+    return path
+
+
+def _num_frames(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise HTTPException(422, f"num_frames must be an integer, got {value!r}") from None
+
+
+@contextlib.asynccontextmanager
+async def request_media(
+    request: Request, policy: PathPolicy, paths_model: type[BaseModel], files: Sequence[str], list_field: str | None
+) -> AsyncIterator[RequestMedia]:
+    """Read a request's inputs: a multipart form whose `files` (and repeated `list_field`) are uploads, saved to a
+    temporary folder that is removed on exit; or a JSON body (`paths_model`) of paths checked by `policy`."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        async with request.form(max_files=1000, max_fields=100) as form:
+            with tempfile.TemporaryDirectory(prefix="icreward-upload-") as tmp:
+                media = RequestMedia(num_frames=_num_frames(form.get("num_frames")))
+                for name in files:
+                    upload = form.get(name)
+                    if not isinstance(upload, UploadFile):
+                        raise HTTPException(422, f"{name}: missing; send it as a file field named {name!r}")
+                    media.paths[name] = await _save(upload, Path(tmp) / name)
+                    media.labels[name] = upload.filename or name
+                if list_field is not None:
+                    uploads = [u for u in form.getlist(list_field) if isinstance(u, UploadFile)]
+                    if not uploads:
+                        raise HTTPException(422, f"{list_field}: missing; send one file field {list_field!r} per video")
+                    for i, upload in enumerate(uploads):
+                        media.videos.append(await _save(upload, Path(tmp) / f"{list_field}-{i}"))
+                        media.video_labels.append(upload.filename or f"{list_field}[{i}]")
+                yield media
+    elif content_type == "application/json":
+        try:
+            body = paths_model.model_validate_json(await request.body())
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors())
+            raise HTTPException(422, f"invalid JSON body: {problems}") from None
+        data = body.model_dump()
+        media = RequestMedia(num_frames=data.get("num_frames"))
+        for name in files:
+            media.paths[name], media.labels[name] = policy.resolve(name, data[name]), data[name]
+        if list_field is not None:
+            media.videos = [policy.resolve(f"{list_field}[{i}]", v) for i, v in enumerate(data[list_field])]
+            media.video_labels = list(data[list_field])
+        yield media
+    else:
+        raise HTTPException(
+            415, "send multipart/form-data (file uploads) or application/json (paths on the server), see /docs"
+        )
