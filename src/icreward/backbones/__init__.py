@@ -61,7 +61,7 @@ def register_backbone_prefix(prefix: str) -> Callable[[Callable[..., Backbone]],
 
 
 def _load_builtin() -> None:
-    from icreward.backbones import tiny_vit  # noqa: F401
+    from icreward.backbones import patch_features, tiny_vit  # noqa: F401
 
     try:
         from icreward.backbones import hf  # noqa: F401

@@ -27,6 +27,8 @@ COLUMN_FORMATS: dict[str, tuple[str, str]] = {
     "pair_accuracy": ("pair acc %", "percent"),
     "pair_accuracy_ties": ("acc w/ ties % (val ε)", "percent"),
     "pair_accuracy_ties_test_swept": ("ties test-swept %", "percent"),
+    "pair_accuracy_seen": ("seen modes %", "percent"),
+    "pair_accuracy_heldout": ("held-out modes %", "percent"),
     "spearman": ("Spearman", "corr"),
     "kendall": ("Kendall", "corr"),
     "pearson": ("Pearson", "corr"),

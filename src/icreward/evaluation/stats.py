@@ -13,6 +13,7 @@ on the test set itself is optimistic (that figure is reported too, labelled `tes
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 
@@ -208,6 +209,8 @@ def _bootstrap_mean_ci(
     Draws exactly the resamples `bootstrap_ci` draws for the same seed and groups. A cluster resample's sums are
     sums of per-group totals, so rows need not be gathered.
     """
+    if n_resamples < 1:  # no resamples asked for: no interval
+        return math.nan, math.nan
     group_of_row, members = _units(len(credit), groups)
     if members is not None:
         credit = np.bincount(group_of_row, weights=credit)

@@ -1,0 +1,77 @@
+"""`patch-features`: a weight-free encoder of classical per-patch statistics, the offline stand-in for a ViT.
+
+No pretrained vision encoder can be had offline, and a randomly initialised ViT gives features a small data set
+cannot teach much. This encoder has no parameters and describes each patch by what consistency judgements look
+at: its colour (mean and spread per channel), its edges (a magnitude-weighted histogram of gradient orientations)
+and its texture energy. It returns the same named tokens as every backbone, so the learned heads on top of it are
+the same code that runs on DINOv2 for users with hub access.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from icreward.backbones import Backbone, register_backbone
+from icreward.transforms import PreprocessConfig
+
+
+@dataclass
+class PatchFeaturesConfig:
+    image_size: int = 64  # input side after preprocessing (square)
+    patch_size: int = 8  # side of a patch; image_size must be a multiple
+    orientations: int = 8  # bins of the gradient-orientation histogram (over 0..pi, unsigned)
+
+
+class PatchFeatures(Backbone):
+    """Per-patch `[mean RGB, std RGB, orientation histogram, gradient energy]`; cls = the same over the image."""
+
+    def __init__(self, config: PatchFeaturesConfig):
+        super().__init__()
+        if config.image_size % config.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+        self.config = config
+        self.dim = self.patch_dim = 3 + 3 + config.orientations + 1
+        # Pixels stay in [0, 1]: the statistics are read on the raw colours, so no mean/std normalisation.
+        self.preprocess_config = PreprocessConfig(
+            resize=config.image_size, crop=config.image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
+        )
+        sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
+        self.register_buffer("kernels", torch.stack([sobel, sobel.T])[:, None], persistent=False)  # (2, 1, 3, 3)
+        angles = math.pi * torch.arange(config.orientations) / config.orientations
+        self.register_buffer("bin_dirs", torch.stack([angles.cos(), angles.sin()], -1), persistent=False)  # (O, 2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, _, h, w = x.shape
+        p = self.config.patch_size
+        grey = x.mean(1, keepdim=True)  # (B, 1, H, W)
+        g = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), self.kernels)  # (B, 2, H, W): d/dx, d/dy
+        magnitude = (g.square().sum(1, keepdim=True) + 1e-6).sqrt()  # (B, 1, H, W)
+        # Unsigned orientation votes by a smooth kernel (cos^2 of the angle to each bin): no atan2, smooth gradients.
+        unit = g / magnitude  # (B, 2, H, W)
+        cos = torch.einsum("bchw,oc->bohw", unit, self.bin_dirs)  # (B, O, H, W)
+        votes = magnitude * cos.square() ** 4  # (B, O, H, W)
+        pool = nn.functional.avg_pool2d
+        mean = pool(x, p)  # (B, 3, H/p, W/p)
+        std = (pool(x.square(), p) - mean.square()).clamp_min(1e-6).sqrt()  # (B, 3, H/p, W/p)
+        hist = pool(votes, p)  # (B, O, H/p, W/p)
+        energy = pool(magnitude, p)  # (B, 1, H/p, W/p)
+        grid = torch.cat([mean, std, hist, energy], 1)  # (B, D, H/p, W/p)
+        patch = grid.flatten(2).transpose(1, 2)  # (B, N, D)
+        whole_mean = x.mean((2, 3))  # (B, 3)
+        whole_std = x.std((2, 3))  # (B, 3)
+        cls = torch.cat([whole_mean, whole_std, votes.mean((2, 3)), magnitude.mean((2, 3))], 1)  # (B, D)
+        return {"cls": cls, "patch": patch}
+
+    def blocks(self) -> list[nn.Module]:
+        return []
+
+
+@register_backbone("patch-features")
+def patch_features(**kwargs) -> PatchFeatures:
+    """Weight-free per-patch colour, edge and texture statistics (64x64 input, 8x8 patches, 15-d tokens)."""
+    return PatchFeatures(PatchFeaturesConfig(**kwargs))
