@@ -48,6 +48,8 @@ class ExperimentConfig:
     metrics: tuple[str, ...] = ("metrics:offline",)  # handcrafted metrics evaluated on the same pairs
     bootstrap: int = 1000  # bootstrap resamples for the 95% intervals
     attention_examples: int = 4  # test videos shown with IC-Reward's attention maps
+    all_pairs: bool = True  # train on every pair of scored videos of one source image, not only the listed pairs
+    tie_margin: float = 0.05  # |score_a - score_b| at or below which an added pair is a tie (synth's margin)
     recipes: dict[str, dict[str, Any]] = field(default_factory=lambda: json.loads(json.dumps(MODEL_RECIPES)))
 
 
@@ -69,6 +71,58 @@ def resolve_data(config: ExperimentConfig) -> tuple[Path, Path, Path | None, tup
     if config.test is None:
         raise IcrewardError(f"{data}: give --test TEST.jsonl with a training manifest, or a folder with both")
     return data, Path(config.test), Path(config.val) if config.val else None, holdout
+
+
+def expand_pairs(train_path: Path, out: Path, tie_margin: float) -> Path:
+    """Every pair of distinct videos of one source image, labelled from their scores, as a new manifest.
+
+    The listed pairs use a few of the possible pairs of each image's scored videos; all of them carry the same
+    labelled videos, so training on all pairs costs no new media (and no new cached features). Listed pairs keep
+    their own labels; added pairs get A/B/tie from the scores with `tie_margin`. Needs `score_a`/`score_b`.
+    """
+    from icreward.manifest import load_manifest, write_manifest
+
+    manifest = load_manifest(train_path, require_labels=True)
+    videos: dict[str, dict[str, dict]] = {}  # source -> video path -> its record fields
+    listed = set()
+    records = []
+    for rec in manifest.records:
+        if rec.score_a is None or rec.score_b is None:
+            raise IcrewardError(f"{train_path}:{rec.line}: all-pairs training needs score_a and score_b")
+        source = rec.extra.get("source", str(rec.image))
+        for side, video, score in (("a", rec.video_a, rec.score_a), ("b", rec.video_b, rec.score_b)):
+            fields = {"video": str(video.resolve()), "score": score}
+            fields |= {k: rec.extra.get(f"{k}_{side}") for k in ("mode", "severity")}
+            videos.setdefault(source, {})[fields["video"]] = fields | {"image": str(rec.image.resolve())}
+        listed.add(frozenset((str(rec.video_a.resolve()), str(rec.video_b.resolve()))))
+        records.append(rec.to_dict() | {k: str(getattr(rec, k).resolve()) for k in ("image", "video_a", "video_b")})
+    for source, by_path in sorted(videos.items()):
+        items = sorted(by_path.values(), key=lambda v: v["video"])
+        for i, a in enumerate(items):
+            for b in items[i + 1 :]:
+                if frozenset((a["video"], b["video"])) in listed:
+                    continue
+                diff = a["score"] - b["score"]
+                label = "tie" if abs(diff) <= tie_margin + 1e-9 else ("A" if diff > 0 else "B")
+                records.append(
+                    {
+                        "id": f"{source}:{Path(a['video']).stem}~{Path(b['video']).stem}",
+                        "image": a["image"],
+                        "video_a": a["video"],
+                        "video_b": b["video"],
+                        "label": label,
+                        "score_a": a["score"],
+                        "score_b": b["score"],
+                        "mode_a": a["mode"],
+                        "mode_b": b["mode"],
+                        "severity_a": a["severity"],
+                        "severity_b": b["severity"],
+                        "source": source,
+                    }
+                )
+    path = out / "train_all_pairs.jsonl"
+    write_manifest(path, records)
+    return path
 
 
 def _train_model_type(name: str, config: ExperimentConfig, train_path: Path, runs: Path) -> list[Path]:
@@ -104,11 +158,38 @@ def _train_model_type(name: str, config: ExperimentConfig, train_path: Path, run
 
 
 def _ensemble_rewards(checkpoints: list[Path], manifest) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Mean z-normalised rewards `[n_pairs, 2]` of the fold models, and each model's own rewards."""
-    from icreward import load
-    from icreward.evaluation.run import reward_pairs
+    """Mean z-normalised rewards `[n_pairs, 2]` of the fold models, and each model's own rewards.
 
-    each = [reward_pairs(load(str(c)), manifest, batch_size=16, device="cpu") for c in checkpoints]
+    Every distinct (image, video) is decoded once and scored by all fold models (they share frames and size).
+    """
+    import torch
+
+    from icreward import load
+    from icreward.media import load_image, load_video
+
+    models = [load(str(c)) for c in checkpoints]
+    frames, side = models[0].num_frames, models[0].max_side
+    keys: dict[tuple[Path, Path], int] = {}
+    for rec in manifest.records:
+        for video in (rec.video_a, rec.video_b):
+            keys.setdefault((rec.image, video), len(keys))
+    images: dict[Path, torch.Tensor] = {}
+    rewards = np.zeros((len(models), len(keys)))
+    items = list(keys)
+    for start in range(0, len(items), 16):
+        batch = items[start : start + 16]
+        for image, _ in batch:
+            if image not in images:
+                images[image] = load_image(image, max_side=side)
+        image_batch = torch.stack([images[i] for i, _ in batch])  # (B, 3, H, W)
+        video_batch = torch.stack([load_video(v, num_frames=frames, max_side=side) for _, v in batch])  # (B,T,3,H,W)
+        with torch.no_grad():
+            for m, model in enumerate(models):
+                rewards[m, start : start + len(batch)] = model(image_batch, video_batch).float().numpy()
+    each = [
+        np.array([[r[keys[(rec.image, v)]] for v in (rec.video_a, rec.video_b)] for rec in manifest.records])
+        for r in rewards
+    ]
     return np.mean(each, axis=0), each
 
 
@@ -155,6 +236,8 @@ def run_experiment(config: ExperimentConfig) -> dict[str, dict]:
 
     start = time.perf_counter()
     train_path, test_path, val_path, holdout = resolve_data(config)
+    if config.all_pairs:
+        train_path = expand_pairs(train_path, Path(config.out), config.tie_margin)
     test = load_manifest(test_path, require_labels=True)
     val = load_manifest(val_path, require_labels=True) if val_path else None
     out = Path(config.out)
