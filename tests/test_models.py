@@ -330,3 +330,16 @@ def test_frozen_hf_backbone_can_be_left_out_of_the_checkpoint(hf_towers, tmp_pat
     image, video, _ = inputs(t=2)
     with torch.no_grad():
         assert torch.equal(load_checkpoint(tmp_path / "ckpt")(image, video), model(image, video))
+
+
+def test_token_match_features_find_moved_and_missing_content():
+    from icreward.models.icreward_model import token_match_features
+
+    image = torch.randn(1, 16, 8)
+    moved = image[:, torch.randperm(16)]  # same content, other places
+    foreign = torch.randn(1, 16, 8)
+    feats = token_match_features(image, torch.stack([image, moved, foreign], dim=1))  # (1, 3, 16, 2)
+    best, same = feats[0, ..., 0], feats[0, ..., 1]
+    torch.testing.assert_close(best[:2], torch.ones(2, 16))  # every token of the image is found, moved or not
+    torch.testing.assert_close(same[0], torch.ones(16))
+    assert same[1].mean() < 0.9 and best[2].mean() < 0.95  # moved: not in place; foreign: no good match

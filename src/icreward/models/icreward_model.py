@@ -31,6 +31,9 @@ class ICRewardConfig(RewardModelConfig):
     use_cls: bool = True  # put the backbone's cls token before each frame's and the image's patch tokens
     time_frequencies: int = 8  # Fourier frequencies (pi, 2pi, ...) of the relative frame time
     dropout: float = 0.0  # dropout inside every MLP
+    match_features: bool = True  # add each frame token's cosine similarity to its best-matching image token and to
+    #                              the image token at its own position (on the backbone's tokens) before fusion
+    pool_readout: bool = True  # the IC head also reads the mean of the fused tokens beside its query tokens
 
 
 class Attention(nn.Module):
@@ -92,6 +95,21 @@ class RelativeTimeEmbedding(nn.Module):
         tau = torch.linspace(0.0, 1.0, num_frames, device=self.freqs.device) if num_frames > 1 else self.freqs[:1] * 0
         angles = tau[:, None] * self.freqs  # (T, F)
         return self.proj(torch.cat([angles.sin(), angles.cos()], dim=-1))  # (T, 2F) -> (T, dim)
+
+
+def token_match_features(image: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Explicit token matching on backbone tokens: `image [B,N,D]`, `frames [B,T,N,D]` -> `[B,T,N,2]`.
+
+    Per frame token: cosine similarity to its best-matching image token (is this content in the image anywhere?)
+    and to the image token at the same position (is it where the image had it?). Parameter-free, so the bias that
+    a token which finds no match is a departure from the image holds from the first step.
+    """
+    img = F.normalize(image, dim=-1)  # (B, N, D)
+    vid = F.normalize(frames, dim=-1)  # (B, T, N, D)
+    sim = torch.einsum("btnd,bmd->btnm", vid, img)  # (B, T, N, N)
+    best = sim.amax(-1)  # (B, T, N)
+    same = (vid * img[:, None]).sum(-1)  # (B, T, N)
+    return torch.stack([best, same], dim=-1)  # (B, T, N, 2)
 
 
 class FrameImageFusion(nn.Module):
@@ -169,17 +187,23 @@ class ICHead(nn.Module):
         self.queries = nn.Parameter(torch.randn(q, d) * 0.02)
         self.norm_tokens = nn.LayerNorm(d)
         self.attn = Attention(d, config.heads)
-        self.norm_read = nn.LayerNorm(q * d)
+        self.pool_readout = config.pool_readout
+        width = (q + config.pool_readout) * d
+        self.norm_read = nn.LayerNorm(width)
         # No output bias: pairwise losses cannot see a constant offset (it would never get a gradient), and the
         # offset of the served reward is the stored score_mean (regress centred scores with MSE).
-        self.mlp = MLP(q * d, int(d * config.mlp_ratio), 1, config.dropout, out_bias=False)
+        self.mlp = MLP(width, int(d * config.mlp_ratio), 1, config.dropout, out_bias=False)
 
     def forward(self, tokens: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`tokens [B,L,d]` -> `(reward [B], weights [B,Q,L] averaged over heads, or None)`."""
         b = tokens.shape[0]
         queries = self.queries.expand(b, -1, -1)  # (B, Q, d)
-        read, weights = self.attn(queries, self.norm_tokens(tokens), need_weights)  # (B, Q, d), (B, h, Q, L)
-        reward = self.mlp(self.norm_read(read.flatten(1))).squeeze(-1)  # (B, Q*d) -> (B,)
+        tokens = self.norm_tokens(tokens)  # (B, L, d)
+        read, weights = self.attn(queries, tokens, need_weights)  # (B, Q, d), (B, h, Q, L)
+        read = read.flatten(1)  # (B, Q*d)
+        if self.pool_readout:
+            read = torch.cat([read, tokens.mean(1)], dim=-1)  # (B, (Q+1)*d)
+        reward = self.mlp(self.norm_read(read)).squeeze(-1)  # (B,)
         return reward, None if weights is None else weights.mean(1)  # (B,), (B, Q, L)
 
 
@@ -199,6 +223,7 @@ class ICRewardModel(RewardModel):
         )
         self.type_embed = nn.Parameter(torch.randn(2, d) * 0.02)  # row 0: image tokens, row 1: frame tokens
         self.time_embed = RelativeTimeEmbedding(d, config.time_frequencies)
+        self.match_embed = nn.Linear(2, d) if config.match_features else None
         self.blocks = nn.ModuleList([FusionBlock(config) for _ in range(config.depth)])
         self.ic_head = ICHead(config)
 
@@ -223,6 +248,12 @@ class ICRewardModel(RewardModel):
         frames = self._tokens(vid_tokens) + self.type_embed[1]  # (B, T, N', d)
         b, t, n, d = frames.shape
         frames = frames + self.time_embed(t)[:, None]  # (B, T, N', d) + (T, 1, d)
+        if self.match_embed is not None:
+            match = token_match_features(img_tokens["patch"], vid_tokens["patch"])  # (B, T, N, 2)
+            if self.config.use_cls:
+                cls_sim = F.cosine_similarity(vid_tokens["cls"], img_tokens["cls"][:, None], dim=-1)  # (B, T)
+                match = torch.cat([cls_sim[..., None, None].expand(-1, -1, 1, 2), match], dim=2)  # (B, T, N', 2)
+            frames = frames + self.match_embed(match.to(frames.dtype))  # (B, T, N', d)
         fusion_maps = []
         for block in self.blocks:
             frames, weights = block(frames, image, return_attention)
