@@ -19,6 +19,7 @@ def test_experiment_end_to_end_on_a_tiny_benchmark(tmp_path, capsys, monkeypatch
         r = models[name]
         assert 0 <= r["pair_accuracy"] <= 1 and len(r["single_model_accuracies"]) == 2  # 2 folds x 1 seed
         assert "pair_accuracy_heldout" in r and "pair_accuracy_seen" in r
+        assert -1 <= r["spearman"] <= 1 and r["n_points"] > 0
     assert results["meta"]["holdout_modes"] == ["flicker"]
     assert (out / "index.html").is_file() and (out / "attention_00.png").is_file()
     assert len(list((out / "runs").glob("*/fold-*/model.safetensors"))) == 4

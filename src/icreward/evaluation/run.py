@@ -61,11 +61,30 @@ def reward_pairs(scorer, manifest, *, batch_size: int, device: str) -> np.ndarra
     )
 
 
+def pointwise_agreement(records, rewards: np.ndarray, *, n_resamples: int, seed: int) -> dict:
+    """Spearman / Kendall / Pearson (+ intervals) of each distinct video's reward against its label score.
+
+    `rewards` is `[n_pairs, 2]` (A, B) for the pair records; videos without a score are left out, and fewer than
+    three scored videos give `{}`.
+    """
+    from icreward.evaluation.stats import evaluate_points
+
+    points: dict[tuple[Path, Path], tuple[float, float, str]] = {}
+    for rec, (ra, rb) in zip(records, rewards, strict=True):
+        for video, r, score in ((rec.video_a, ra, rec.score_a), (rec.video_b, rb, rec.score_b)):
+            if score is not None:
+                points[(rec.image, video)] = (r, score, rec.extra.get("source", str(rec.image)))
+    if len(points) < 3:
+        return {}
+    pred, target, cluster = zip(*points.values(), strict=True)
+    return evaluate_points(np.array(pred), np.array(target), n_resamples=n_resamples, seed=seed, cluster=cluster)
+
+
 def evaluate_model(name: str, test, val, *, n_resamples: int, seed: int, batch_size: int, device: str):
     """Results dict of one model on the test manifest (tie threshold from `val` when given) and its pair rows."""
     from icreward import load
     from icreward.evaluation.report import build_pair_rows
-    from icreward.evaluation.stats import evaluate_pairs, evaluate_points
+    from icreward.evaluation.stats import evaluate_pairs
 
     scorer = load(name)
     labels = np.array([LABEL_VALUE[r.label] for r in test.records])
@@ -83,17 +102,7 @@ def evaluate_model(name: str, test, val, *, n_resamples: int, seed: int, batch_s
     result = evaluate_pairs(
         delta, labels, groups=groups, cluster=cluster, n_resamples=n_resamples, seed=seed, **val_kwargs
     )
-    # Pointwise agreement: each distinct video's reward against its human (or synthetic) score.
-    points: dict[tuple[Path, Path], tuple[float, float, str]] = {}
-    for rec, (ra, rb) in zip(test.records, rewards, strict=True):
-        for video, r, s in ((rec.video_a, ra, rec.score_a), (rec.video_b, rb, rec.score_b)):
-            if s is not None:
-                points[(rec.image, video)] = (r, s, rec.extra.get("source", str(rec.image)))
-    if len(points) >= 3:
-        pred, target, point_cluster = zip(*points.values(), strict=True)
-        result.update(
-            evaluate_points(np.array(pred), np.array(target), n_resamples=n_resamples, seed=seed, cluster=point_cluster)
-        )
+    result.update(pointwise_agreement(test.records, rewards, n_resamples=n_resamples, seed=seed))
     extra = [
         {k: rec.extra.get(k) for k in ("source", "mode_a", "mode_b", "severity_a", "severity_b")}
         | {"score_a": rec.score_a, "score_b": rec.score_b}
