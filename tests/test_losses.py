@@ -123,3 +123,22 @@ def test_contrastive_perfect_diagonal_is_near_zero_and_gradient_raises_the_diago
     contrastive_loss(m).backward()
     off_diagonal = ~torch.eye(4, dtype=torch.bool)
     assert (m.grad.diagonal() < 0).all() and (m.grad[off_diagonal] > 0).all()  # descent raises the diagonal
+
+
+def test_btt_tie_threshold_is_calibrated_on_labels_drawn_from_the_model():
+    """Labels sampled from Rao-Kupper with theta=5: the accuracy-with-ties-optimal epsilon that eval picks on such
+    data lands at the BTT threshold, and predicting with it beats always predicting a winner."""
+    import numpy as np
+
+    from icreward.evaluation.stats import best_tie_threshold, pair_accuracy_ties
+    from icreward.losses import btt_probabilities, btt_tie_threshold
+
+    rng = np.random.default_rng(0)
+    delta = torch.tensor(rng.uniform(-5, 5, 40_000))
+    p_a, p_b, p_tie = btt_probabilities(delta, 5.0)
+    probs = torch.stack([p_a, p_b, p_tie], -1).numpy()
+    draws = (probs.cumsum(-1) > rng.random((len(delta), 1))).argmax(-1)
+    labels = np.array([1, -1, 0])[draws]
+    eps, acc = best_tie_threshold(delta.numpy(), labels)
+    assert abs(eps - btt_tie_threshold(5.0)) < 0.15
+    assert acc > pair_accuracy_ties(delta.numpy(), labels, 0.0) + 0.05
