@@ -80,27 +80,40 @@ def pointwise_agreement(records, rewards: np.ndarray, *, n_resamples: int, seed:
     return evaluate_points(np.array(pred), np.array(target), n_resamples=n_resamples, seed=seed, cluster=cluster)
 
 
-def evaluate_model(name: str, test, val, *, n_resamples: int, seed: int, batch_size: int, device: str):
-    """Results dict of one model on the test manifest (tie threshold from `val` when given) and its pair rows."""
-    from icreward import load
+def pair_labels(manifest) -> np.ndarray:
+    """The human labels of a pair manifest as +1 (A), -1 (B), 0 (tie)."""
+    return np.array([LABEL_VALUE[r.label] for r in manifest.records])
+
+
+def evaluate_rewards(
+    name: str,
+    test,
+    rewards: np.ndarray,
+    val=None,
+    val_rewards: np.ndarray | None = None,
+    *,
+    n_resamples: int,
+    seed: int,
+) -> tuple[dict, list[dict]]:
+    """Results dict and pair rows of one model from its rewards `[n_pairs, 2]` (A, B) on the test manifest.
+
+    With `val` and `val_rewards`, the tie threshold is chosen on the validation pairs.
+    """
     from icreward.evaluation.report import build_pair_rows
     from icreward.evaluation.stats import evaluate_pairs
 
-    scorer = load(name)
-    labels = np.array([LABEL_VALUE[r.label] for r in test.records])
-    rewards = reward_pairs(scorer, test, batch_size=batch_size, device=device)
-    delta = rewards[:, 0] - rewards[:, 1]
-    cluster = [r.extra.get("source", str(r.image)) for r in test.records]
+    labels = pair_labels(test)
     val_kwargs = {}
-    if val is not None:
-        val_rewards = reward_pairs(scorer, val, batch_size=batch_size, device=device)
-        val_kwargs = {
-            "val_delta": val_rewards[:, 0] - val_rewards[:, 1],
-            "val_labels": np.array([LABEL_VALUE[r.label] for r in val.records]),
-        }
-    groups = [pair_modes(r) for r in test.records]
+    if val is not None and val_rewards is not None:
+        val_kwargs = {"val_delta": val_rewards[:, 0] - val_rewards[:, 1], "val_labels": pair_labels(val)}
     result = evaluate_pairs(
-        delta, labels, groups=groups, cluster=cluster, n_resamples=n_resamples, seed=seed, **val_kwargs
+        rewards[:, 0] - rewards[:, 1],
+        labels,
+        groups=[pair_modes(r) for r in test.records],
+        cluster=[r.extra.get("source", str(r.image)) for r in test.records],
+        n_resamples=n_resamples,
+        seed=seed,
+        **val_kwargs,
     )
     result.update(pointwise_agreement(test.records, rewards, n_resamples=n_resamples, seed=seed))
     extra = [
@@ -118,6 +131,16 @@ def evaluate_model(name: str, test, val, *, n_resamples: int, seed: int, batch_s
         extra=extra,
     )
     return result, rows
+
+
+def evaluate_model(name: str, test, val, *, n_resamples: int, seed: int, batch_size: int, device: str):
+    """Results dict of one model on the test manifest (tie threshold from `val` when given) and its pair rows."""
+    from icreward import load
+
+    scorer = load(name)
+    rewards = reward_pairs(scorer, test, batch_size=batch_size, device=device)
+    val_rewards = reward_pairs(scorer, val, batch_size=batch_size, device=device) if val is not None else None
+    return evaluate_rewards(name, test, rewards, val, val_rewards, n_resamples=n_resamples, seed=seed)
 
 
 def run_cli(args) -> int:

@@ -230,8 +230,8 @@ def _attention_examples(checkpoint: Path, test, n: int) -> list[dict]:
 def run_experiment(config: ExperimentConfig) -> dict[str, dict]:
     """Run the whole study; returns `{model name: results}` and writes the report folder `config.out`."""
     from icreward.evaluation.html import seen_vs_heldout, write_html_report
-    from icreward.evaluation.report import build_pair_rows, format_per_mode_table, format_table, write_report
-    from icreward.evaluation.run import LABEL_VALUE, evaluate_model, expand_models, pair_modes, pointwise_agreement
+    from icreward.evaluation.report import format_per_mode_table, format_table, write_report
+    from icreward.evaluation.run import evaluate_model, evaluate_rewards, expand_models, pair_labels, pair_modes
     from icreward.evaluation.stats import evaluate_pairs
     from icreward.manifest import load_manifest
 
@@ -243,14 +243,8 @@ def run_experiment(config: ExperimentConfig) -> dict[str, dict]:
     val = load_manifest(val_path, require_labels=True) if val_path else None
     out = Path(config.out)
     runs = out / "runs"
-    labels = np.array([LABEL_VALUE[r.label] for r in test.records])
+    labels = pair_labels(test)
     groups = [pair_modes(r) for r in test.records]
-    cluster = [r.extra.get("source", str(r.image)) for r in test.records]
-    extra = [
-        {k: r.extra.get(k) for k in ("source", "mode_a", "mode_b", "severity_a", "severity_b")}
-        | {"score_a": r.score_a, "score_b": r.score_b}
-        for r in test.records
-    ]
 
     results: dict[str, dict] = {}
     rows: list[dict] = []
@@ -263,19 +257,12 @@ def run_experiment(config: ExperimentConfig) -> dict[str, dict]:
         print(f"training {name}: {config.folds} folds x {len(config.seeds)} seeds", file=sys.stderr)
         checkpoints = checkpoints_of[name] = _train_model_type(name, config, train_path, runs)
         ensemble, each = _ensemble_rewards(checkpoints, test)
-        val_kwargs = {}
-        if val is not None:
-            val_ensemble, _ = _ensemble_rewards(checkpoints, val)
-            val_kwargs = {
-                "val_delta": val_ensemble[:, 0] - val_ensemble[:, 1],
-                "val_labels": np.array([LABEL_VALUE[r.label] for r in val.records]),
-            }
-        delta = ensemble[:, 0] - ensemble[:, 1]
+        val_ensemble = _ensemble_rewards(checkpoints, val)[0] if val is not None else None
         label = f"learned:{name}"
-        results[label] = evaluate_pairs(
-            delta, labels, groups=groups, cluster=cluster, n_resamples=config.bootstrap, seed=0, **val_kwargs
+        results[label], label_rows = evaluate_rewards(
+            label, test, ensemble, val, val_ensemble, n_resamples=config.bootstrap, seed=0
         )
-        results[label].update(pointwise_agreement(test.records, ensemble, n_resamples=config.bootstrap, seed=0))
+        rows += label_rows
         per_seed = []
         for s in range(len(config.seeds)):
             seed_models = each[s * config.folds : (s + 1) * config.folds]
@@ -288,15 +275,6 @@ def run_experiment(config: ExperimentConfig) -> dict[str, dict]:
         results[label]["single_model_accuracies"] = [
             evaluate_pairs(m[:, 0] - m[:, 1], labels, n_resamples=0)["pair_accuracy"] for m in each
         ]
-        rows += build_pair_rows(
-            label,
-            [r.id for r in test.records],
-            labels,
-            ensemble[:, 0],
-            ensemble[:, 1],
-            tie_threshold=results[label].get("tie_threshold"),
-            extra=extra,
-        )
         groups_of[label] = "learned"
         timings[label] = round(time.perf_counter() - t0, 1)
 
