@@ -36,6 +36,14 @@ class PatchFeatures(Backbone):
             raise ValueError("image_size must be a multiple of patch_size")
         self.config = config
         self.dim = self.patch_dim = 3 + 3 + config.orientations + 1
+        # Channel groups of a token, each compared as a whole by the consistency evidence (icreward.models.evidence).
+        o = config.orientations
+        self.token_groups = [
+            ("colour", 0, 3, "l2"),
+            ("contrast", 3, 6, "l2"),
+            ("edges", 6, 6 + o, "l2"),
+            ("energy", 6 + o, 7 + o, "l2"),
+        ]
         # Pixels stay in [0, 1]: the statistics are read on the raw colours, so no mean/std normalisation.
         self.preprocess_config = PreprocessConfig(
             resize=config.image_size, crop=config.image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)

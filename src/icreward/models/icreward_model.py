@@ -7,6 +7,11 @@ a type embedding and their relative time in the video, then pass `depth` fusion 
   2. temporal attention at each spatial position across the T frames, so drift late in the video is seen.
 The IC head's learned queries then attend over the fused tokens of all frames, and an MLP reads the reward out.
 Attention maps (fusion and IC head) come back on request, to show where in which frame a video departs from its image.
+
+With `evidence`, the reward also has a monotone part (`icreward.models.evidence`): parameter-free distances between
+the frames' and the image's backbone tokens, read out with non-negative learned weights, so any departure from the
+image lowers the reward even where the head, trained on other failures, has not learned it. `head_bound` then keeps
+the head to `bound * tanh(head / bound)`: it reorders close calls and cannot overrule large distances.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from icreward.models.base import RewardModel, RewardModelConfig, Tokens
+from icreward.models.evidence import EvidenceReadout, token_groups
 
 
 @dataclass
@@ -34,6 +40,9 @@ class ICRewardConfig(RewardModelConfig):
     match_features: bool = True  # add each frame token's cosine similarity to its best-matching image token and to
     #                              the image token at its own position (on the backbone's tokens) before fusion
     pool_readout: bool = True  # the IC head also reads the mean of the fused tokens beside its query tokens
+    evidence: bool = False  # add the monotone consistency-evidence branch (icreward.models.evidence) to the reward
+    head_bound: float | None = None  # with evidence: the IC head's part of the reward is bound * tanh(head / bound),
+    #                                  so it reorders close calls but cannot overrule large distances (0: head off)
 
 
 class Attention(nn.Module):
@@ -226,6 +235,7 @@ class ICRewardModel(RewardModel):
         self.match_embed = nn.Linear(2, d) if config.match_features else None
         self.blocks = nn.ModuleList([FusionBlock(config) for _ in range(config.depth)])
         self.ic_head = ICHead(config)
+        self.evidence = EvidenceReadout(token_groups(self.backbone)) if config.evidence else None
 
     def _tokens(self, tokens: Tokens) -> torch.Tensor:
         """Projected patch tokens, with the cls token first where `use_cls`: `[..., N', d]`, N' = N + 1 or N."""
@@ -259,6 +269,11 @@ class ICRewardModel(RewardModel):
             frames, weights = block(frames, image, return_attention)
             fusion_maps.append(weights)
         reward, head_map = self.ic_head(frames.reshape(b, t * n, d), return_attention)  # (B, T*N', d) in
+        if self.config.head_bound is not None:
+            bound = self.config.head_bound
+            reward = bound * torch.tanh(reward / bound) if bound > 0 else reward * 0
+        if self.evidence is not None:
+            reward = reward + self.evidence(img_tokens, vid_tokens)
         if return_attention:
             return reward, {"fusion": tuple(fusion_maps), "head": head_map}
         return reward

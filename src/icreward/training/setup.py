@@ -86,27 +86,29 @@ def build_reward_model(config: TrainConfig):
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """AdamW groups: backbone / head x decay / no decay. Biases, norms, embeddings, tokens and learned queries are
-    never decayed; trainable backbone parameters take `backbone_lr` where set."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    """AdamW groups: backbone / head x decay / no decay (x learning-rate scale). Biases, norms, embeddings, tokens and
+    learned queries are never decayed; trainable backbone parameters take `backbone_lr` where set; a module with an
+    `lr_scale` attribute has its own parameters trained at that multiple of the learning rate."""
+    groups: dict[tuple[bool, bool, float], list[nn.Parameter]] = {}
     for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
             in_backbone = f"{module_name}.{name}".startswith("backbone.")
             decay = param.ndim >= 2 and not isinstance(module, _NORMS) and not _EMBEDDING_NAMES.search(name)
-            groups.setdefault((in_backbone, decay), []).append(param)
+            groups.setdefault((in_backbone, decay, float(getattr(module, "lr_scale", 1.0))), []).append(param)
     if not groups:
         raise IcrewardError("the model has no trainable parameters")
     backbone_lr = config.backbone_lr if config.backbone_lr is not None else config.lr
     return [
         {
             "params": params,
-            "lr": backbone_lr if in_backbone else config.lr,
+            "lr": scale * (backbone_lr if in_backbone else config.lr),
             "weight_decay": config.weight_decay if decay else 0.0,
-            "name": f"{'backbone' if in_backbone else 'head'}{'' if decay else '_no_decay'}",
+            "name": f"{'backbone' if in_backbone else 'head'}{'' if decay else '_no_decay'}"
+            + ("" if scale == 1.0 else f"_lr_x{scale:g}"),
         }
-        for (in_backbone, decay), params in sorted(groups.items())
+        for (in_backbone, decay, scale), params in sorted(groups.items())
     ]
 
 

@@ -1,0 +1,147 @@
+"""Consistency evidence: parameter-free distances between a video's backbone tokens and its image's, with a monotone
+learned read-out.
+
+A transformer head trained on synthetic failures learns whatever separates them, and on a failure it never saw
+(or on real photographs, whose token statistics differ from procedural scenes) its output can go anywhere. The
+evidence branch holds the reward to one rule that is true of every consistency failure: a video whose tokens are
+further from the image's scores lower. It measures, for each group of token channels (colour, texture, edges...),
+how far the frames are from the image, each way and at each scale, and reads out `-sum_k softplus(w_k) * log(d_k)`:
+the weights are learned, their sign is not, so every distance can only lower the reward.
+
+Measures, per group and frame (`d` the group's distance: Euclidean, or cosine for whole-token groups):
+  - `position`: mean over patches of d(frame patch, image patch at the same place): layout;
+  - `match`: mean over frame patches of the distance to the nearest image patch: content that is not in the image;
+  - `recall`: mean over image patches of the distance to the nearest frame patch: image content that is gone;
+  - `global`: d(frame cls, image cls): the look of the whole frame;
+  - `pattern`: 1 - correlation of the frame's and the image's patch maps (each centred over its patches): the
+    layout, blind to a global shift or scaling of the channels (exposure, contrast);
+  - `jitter`: how much of the change between frames turns back: d(frame t, mean of frames t-1 and t+1) over the
+    mean of d(frame t, frame t-1) and d(frame t, frame t+1), each averaged over patches. Near 0 for motion that
+    keeps its course, near 1 for flicker and broken frame order. Measured on 8 frames spread evenly over the video
+    whatever T, and relative to the step between frames, so that it reads the same at any frame count (a raw second
+    difference halves with twice the frames).
+Each is aggregated over frames by its mean and its maximum (drift that grows late in the video).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MEASURES = ("position", "match", "recall", "global", "pattern", "jitter")
+AGGREGATES = ("mean", "max")
+EPS = 1e-3  # added to every distance before the log: distances below it all read as "identical"
+JITTER_EPS = 1e-2  # added to the frame step the jitter is relative to: steps well below it read as a still video
+JITTER_FRAMES = 8  # frames (evenly spread over the video) the jitter is measured on
+
+TokenGroup = tuple[str, int, int, str]  # (name, first channel, end channel, "l2" | "cosine")
+
+
+def token_groups(backbone: nn.Module) -> list[TokenGroup]:
+    """The backbone's channel groups (`backbone.token_groups`), or its whole patch token compared by cosine."""
+    groups = getattr(backbone, "token_groups", None)
+    if groups:
+        return [tuple(g) for g in groups]
+    return [("token", 0, getattr(backbone, "patch_dim", backbone.dim), "cosine")]
+
+
+def _pairwise(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    """Distances `[..., N, M]` between the rows of `a [..., N, D]` and `b [..., M, D]`."""
+    if kind == "cosine":
+        return 1 - F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(-2, -1)
+    sq = a.square().sum(-1, keepdim=True) + b.square().sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-2, -1)
+    return (sq.clamp_min(0) + 1e-8).sqrt() / math.sqrt(a.shape[-1])
+
+
+def _rowwise(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    """Distances `[...]` between matching rows of `a [..., D]` and `b [..., D]`."""
+    if kind == "cosine":
+        return 1 - F.cosine_similarity(a, b, dim=-1)
+    return ((a - b).square().mean(-1) + 1e-12).sqrt()
+
+
+def evidence_names(groups: Sequence[TokenGroup]) -> list[str]:
+    """Names of the features `consistency_evidence` returns, in order: `<group>/<measure>/<aggregate>`."""
+    return [f"{g[0]}/{m}/{a}" for g in groups for m in MEASURES for a in AGGREGATES]
+
+
+def consistency_evidence(
+    img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.Tensor], groups: Sequence[TokenGroup]
+) -> torch.Tensor:
+    """`log(EPS + distance)` features `[B, K]`, K = groups x measures x aggregates (names: `evidence_names`).
+
+    `img_tokens`: `cls [B,D]`, `patch [B,N,D]`; `vid_tokens`: `cls [B,T,D]`, `patch [B,T,N,D]`. Differentiable.
+    With fewer than 3 frames the jitter is 0 (no frame has two neighbours).
+    """
+    with torch.autocast(vid_tokens["patch"].device.type, enabled=False):  # distances need float32
+        return _evidence(img_tokens, vid_tokens, groups)
+
+
+def _evidence(img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.Tensor], groups) -> torch.Tensor:
+    img_patch, vid_patch = img_tokens["patch"].float(), vid_tokens["patch"].float()  # (B, N, D), (B, T, N, D)
+    img_cls, vid_cls = img_tokens["cls"].float(), vid_tokens["cls"].float()  # (B, D), (B, T, D)
+    b, t, n, _ = vid_patch.shape
+    features = []
+    for _, start, end, kind in groups:
+        ip, vp = img_patch[..., start:end], vid_patch[..., start:end]  # (B, N, g), (B, T, N, g)
+        pair = _pairwise(vp.reshape(b, t * n, -1), ip, kind).view(b, t, n, -1)  # (B, T, N, N_img)
+        position = _rowwise(vp, ip[:, None], kind).mean(-1)  # (B, T)
+        match = pair.amin(-1).mean(-1)  # (B, T): each frame patch to its nearest image patch
+        recall = pair.amin(-2).mean(-1)  # (B, T): each image patch to its nearest patch of the frame
+        cls_dim = img_cls.shape[-1] == img_patch.shape[-1]  # cls shares the patch channels (not CLIP's projection)
+        ic, vc = (img_cls[..., start:end], vid_cls[..., start:end]) if cls_dim else (ip.mean(1), vp.mean(2))
+        whole = _rowwise(vc, ic[:, None], kind)  # (B, T)
+        ic_map = F.normalize((ip - ip.mean(1, keepdim=True)).flatten(1), dim=-1)  # (B, N*g)
+        vc_map = F.normalize((vp - vp.mean(2, keepdim=True)).flatten(2), dim=-1)  # (B, T, N*g)
+        pattern = 1 - (vc_map * ic_map[:, None]).sum(-1)  # (B, T)
+        if t >= 3:
+            # On JITTER_FRAMES frames spread over the video (all where T is smaller), whatever T: how jerky motion
+            # looks depends on the sampling interval, so a fixed interval keeps the measure the same at any T.
+            vj = vp[:, torch.linspace(0, t - 1, min(t, JITTER_FRAMES)).round().long()]  # (B, T', N, g)
+            turn = _rowwise(vj[:, 1:-1], (vj[:, :-2] + vj[:, 2:]) / 2, kind).mean(-1)  # (B, T'-2)
+            step = _rowwise(vj[:, 1:], vj[:, :-1], kind).mean(-1)  # (B, T'-1)
+            jitter = turn / ((step[:, 1:] + step[:, :-1]) / 2 + JITTER_EPS)  # (B, T'-2)
+        else:
+            jitter = vp.new_zeros(b, 1)
+        for measure in (position, match, recall, whole, pattern, jitter):
+            features += [measure.mean(1), measure.amax(1)]
+    return torch.log(EPS + torch.stack(features, dim=-1).clamp_min(0))  # (B, K)
+
+
+class EvidenceReadout(nn.Module):
+    """`-sum_k (floor + softplus(w_k)) * evidence_k`: a reward that every evidence distance can only lower.
+
+    Each weight is at least `floor`: training on one kind of failure cannot switch off the distances that catch
+    another kind, which a video from outside the training data may show. Weights start at `init`, so an untrained
+    read-out already ranks videos by their summed log distances. The few weights train at `lr_scale` times the
+    model's learning rate (the trainer's parameter groups honour it): at the rate that suits the head's thousands of
+    weights they would hardly move.
+    """
+
+    lr_scale = 20.0
+
+    def __init__(self, groups: Sequence[TokenGroup], init: float = 0.1, floor: float = 0.05):
+        super().__init__()
+        if not 0 <= floor < init:
+            raise ValueError(f"need 0 <= floor < init, got floor {floor}, init {init}")
+        self.groups = [tuple(g) for g in groups]
+        self.floor = floor
+        k = len(evidence_names(self.groups))
+        self.weight = nn.Parameter(torch.full((k,), math.log(math.expm1(init - floor))))
+
+    def effective_weight(self) -> torch.Tensor:
+        """The non-negative weight `[K]` of each evidence feature."""
+        return self.floor + F.softplus(self.weight)
+
+    def forward(self, img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Reward contribution `[B]`."""
+        evidence = consistency_evidence(img_tokens, vid_tokens, self.groups)  # (B, K)
+        return -(evidence * self.effective_weight()).sum(-1)
+
+    def weights(self) -> dict[str, float]:
+        """The effective weight of each evidence feature, by name."""
+        return dict(zip(evidence_names(self.groups), self.effective_weight().tolist(), strict=True))
