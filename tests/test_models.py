@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 
 import pytest
 import safetensors.torch
@@ -207,6 +208,10 @@ def test_save_and_load_round_trip(tmp_path, model_type, policy):
     meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert meta["model_type"] == model_type and meta["icreward_version"] and meta["backbone"] == "tiny-vit"
     assert meta["preprocess"]["crop"] == SIDE and meta["num_frames"] == T
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("model.safetensors", "config.json"):  # readable as any file written with plain open()
+        assert (tmp_path / "ckpt" / name).stat().st_mode & 0o777 == 0o666 & ~mask
     image, video, _ = inputs()
     with torch.no_grad():
         assert torch.equal(loaded(image, video), model(image, video))

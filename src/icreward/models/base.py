@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any, ClassVar
 import safetensors.torch
 import torch
 
-from icreward.atomic import atomic_dir
+from icreward.atomic import atomic_dir, current_umask
 from icreward.backbones import build_backbone
 from icreward.errors import IcrewardError
 from icreward.models.backbone_policy import apply_backbone_policy, count_trainable, parse_backbone_policy
@@ -210,6 +211,7 @@ class RewardModel(Scorer):
         meta.update(self.config.to_dict())
         with atomic_dir(path) as tmp:
             safetensors.torch.save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~current_umask())  # safetensors makes it 0600
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
     def _backbone_rebuilds_from_spec(self) -> bool:
