@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CPU build of PyTorch unless one is already installed (a GPU user brings their own torch).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean default-model
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ venv: $(VENV)/.installed
 # one table, and a report folder with plots.
 demo: venv
 	$(VENV)/bin/icreward experiment --out reports/demo
+
+# Retrain the shipped default model from scratch (synthetic data, training, evaluation; about 20 minutes on 2 CPU
+# cores) into src/icreward/default_model, with its card.json. Data and run files go to build/default-model.
+default-model: venv
+	$(PY) -m icreward.training.default_model --work build/default-model --out src/icreward/default_model
 
 test: venv
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -7,7 +7,8 @@ import sys
 
 from icreward.errors import IcrewardError
 
-DEFAULT_METRIC_MODEL = "metric:vbench-i2v-pixel"
+DEFAULT_MODEL = "default"  # the checkpoint shipped in the package (icreward.scorer.DEFAULT_MODEL)
+MODEL_HELP = "model: default (the shipped model), a checkpoint folder, a hub id or metric:<name> (default: default)"
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +31,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", help="generated video")
     p.add_argument("--manifest", help="JSONL/CSV manifest of pointwise or pair records")
     p.add_argument("--out", help="output JSONL (required with --manifest): one line per input line")
-    p.add_argument("--model", default=DEFAULT_METRIC_MODEL, help=f"model name (default: {DEFAULT_METRIC_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare reward")
     p.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -52,8 +53,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         action="append",
-        required=True,
-        help="model name; repeat for several. 'metrics:offline' expands to every metric that needs no weights",
+        help="model name; repeat for several (default: the shipped model). 'metrics:offline' expands to every metric "
+        "that needs no weights",
     )
     p.add_argument("--val", help="validation manifest: the tie threshold of each model is chosen on it")
     p.add_argument("--report", help="folder for results.json and per-pair CSV")
@@ -69,7 +70,7 @@ def _add_rank(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rank", help="best-of-N: rank several videos of one image by reward")
     p.add_argument("--image", required=True, help="conditioning image (decoded and encoded once)")
     p.add_argument("--videos", nargs="+", required=True, help="candidate videos of that image")
-    p.add_argument("--model", default=DEFAULT_METRIC_MODEL, help=f"model name (default: {DEFAULT_METRIC_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help='print {"image", "model", "ranking": [...]} instead of a table')
     p.add_argument("--top", type=int, default=None, help="show only the K best")
     p.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (default: the model's)")
@@ -86,7 +87,7 @@ def _run_rank(args: argparse.Namespace) -> int:
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP API: POST /score and /rank (uploads or allowed paths), docs at /docs")
-    p.add_argument("--model", default=DEFAULT_METRIC_MODEL, help=f"model name (default: {DEFAULT_METRIC_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(

@@ -390,3 +390,36 @@ def evaluate_real_i2v(scorer: Scorer, cases: Sequence[Case], batch_size: int = 8
         "mean_margin": float(np.mean([r["margin"] for r in rows])) if rows else None,
         "rows": rows,
     }
+
+
+def sampling_stability(scorer: Scorer, root: str | Path, frames: Sequence[int] = (8, 16), max_side: int = 256) -> dict:
+    """How much a reward moves with the frame sampling of the real pairs under `root/manifest.jsonl`.
+
+    Each pair is scored with its video sampled uniformly to each T in `frames`, and reversed at the largest T.
+    Returns `{"ids", "rewards": {T: [per pair]}, "reversed": [per pair], "spread", "range", "max_change",
+    "max_reversal_change"}`: `spread` is the standard deviation (population) of the rewards over the pairs at the
+    largest T, `range` their max - min, `max_change` the largest |reward(T) - reward(largest T)| over pairs and
+    other T, and `max_reversal_change` the largest |reward(reversed) - reward| at the largest T.
+    """
+    from icreward.manifest import load_manifest
+    from icreward.media import load_image, load_video
+
+    records = load_manifest(Path(root) / "manifest.jsonl").records
+    top = max(frames)
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for rec in records:
+        image = load_image(rec.image, max_side=max_side)
+        videos = {t: load_video(rec.video, num_frames=t, max_side=max_side) for t in frames}
+        pairs += [(image, videos[t]) for t in frames] + [(image, videos[top].flip(0))]
+    scorer.eval()
+    scores = np.array(_score_once(scorer, pairs, batch_size=8)).reshape(len(records), len(frames) + 1)
+    at_top = scores[:, list(frames).index(top)]
+    return {
+        "ids": [r.id for r in records],
+        "rewards": {t: scores[:, i].tolist() for i, t in enumerate(frames)},
+        "reversed": scores[:, -1].tolist(),
+        "spread": float(at_top.std()),
+        "range": float(at_top.max() - at_top.min()),
+        "max_change": float(np.abs(scores[:, : len(frames)] - at_top[:, None]).max()),
+        "max_reversal_change": float(np.abs(scores[:, -1] - at_top).max()),
+    }

@@ -72,8 +72,19 @@ def list_metrics(offline_only: bool = False) -> list[str]:
     return sorted(n for n, f in _METRICS.items() if not (offline_only and getattr(f, "needs_weights", False)))
 
 
-def load(name: str, **kwargs) -> Scorer:
-    """Load a scorer by name: `metric:<name>` for a handcrafted metric, else a checkpoint folder or hub id."""
+DEFAULT_MODEL = "default"
+
+
+def default_checkpoint() -> Path:
+    """The folder of the checkpoint shipped inside the package (what `load("default")` loads)."""
+    return Path(__file__).parent / "default_model"
+
+
+def load(name: str = DEFAULT_MODEL, **kwargs) -> Scorer:
+    """Load a scorer by name: `default` for the shipped model, `metric:<name>` for a handcrafted metric, else a
+    checkpoint folder or hub id."""
+    if name == DEFAULT_MODEL:  # a folder named "default" in the working directory is `./default`
+        name = str(default_checkpoint())
     if name.startswith("metric:"):
         metric = name.split(":", 1)[1]
         if metric not in list_metrics():
@@ -83,7 +94,7 @@ def load(name: str, **kwargs) -> Scorer:
 
     if not Path(name).exists() and "/" not in name:
         raise UnknownModelError(
-            f"cannot load model {name!r}: no such checkpoint folder; give a checkpoint folder, a hub id "
+            f"cannot load model {name!r}: no such checkpoint folder; give `default`, a checkpoint folder, a hub id "
             f"(owner/name) or metric:<name> ({', '.join(list_metrics())})"
         )
     return load_checkpoint(name, **kwargs).eval()
