@@ -27,7 +27,12 @@ DEFAULT_HOLDOUT = ("flicker", "subject_duplicate")
 # The per-model training recipes of the study (same budget for both: epochs, data, early stopping, frames).
 MODEL_RECIPES: dict[str, dict[str, Any]] = {
     "mlp": {"model_type": "mlp", "lr": 1e-3, "batch_size": 16},
-    "icreward": {"model_type": "icreward", "lr": 5e-4, "batch_size": 8, "model": {"d_model": 64, "depth": 1}},
+    "icreward": {
+        "model_type": "icreward",
+        "lr": 5e-4,
+        "batch_size": 8,
+        "model": {"d_model": 64, "depth": 1, "evidence": True, "head_bound": 1.0},
+    },
 }
 # Recipes picked in a small sweep on the default (no hold-out) icbench-synth, listed in the README's study section.
 
