@@ -115,3 +115,15 @@ def test_the_recipe_trains_and_writes_a_loadable_checkpoint_with_its_card(tmp_pa
     assert card["data"]["train_all_pairs"] > card["data"]["train"] > 0
     assert 0 <= card["results"]["synth_test"]["pair_accuracy"] <= 1 and "real_i2v" not in card["results"]
     assert not list(tmp_path.glob(".out.*"))  # no partial folder left beside the checkpoint
+    again = make_default_model(recipe, tmp_path / "work2", tmp_path / "out2", real_i2v=None)  # from scratch
+    for name in ("model.safetensors", "config.json"):  # the seed fixes data, training and the written files
+        first, second = ((tmp_path / out / name).read_bytes() for out in ("out", "out2"))
+        assert first == second or name == "config.json" and _without_paths(first) == _without_paths(second)
+    assert again["results"] == card["results"]
+
+
+def _without_paths(config_bytes: bytes) -> dict:
+    """A checkpoint's config.json without the run folder it names (the one thing two identical runs differ in)."""
+    config = json.loads(config_bytes)
+    config["training"]["config"].pop("out")
+    return config
