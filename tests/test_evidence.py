@@ -181,3 +181,16 @@ def test_evidence_model_round_trips_through_a_checkpoint(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(image, video), model(image, video))
     assert loaded.evidence.weights() == model.evidence.weights()
+
+
+def test_head_reference_measures_the_head_against_a_still_copy_of_the_image():
+    image = scene()[None]
+    model = _model(head_bound=1.0, head_reference=True)
+    with torch.no_grad():
+        for p in model.ic_head.parameters():  # a head far from zero: its offset alone would saturate the bound
+            p.add_(0.5)
+        still = image[:, None].expand(-1, 2, -1, -1, -1)
+        tokens_ = model.encode(image, still)
+        assert torch.allclose(model.head(*tokens_), model.evidence(*tokens_), atol=1e-5)  # the head adds nothing
+        moving = model.encode(image, panning(scene(), 6)[None])
+        assert (model.head(*moving) - model.evidence(*moving)).abs().item() > 1e-3  # ... to the still copy only

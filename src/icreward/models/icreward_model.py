@@ -43,6 +43,8 @@ class ICRewardConfig(RewardModelConfig):
     evidence: bool = False  # add the monotone consistency-evidence branch (icreward.models.evidence) to the reward
     head_bound: float | None = None  # with evidence: the IC head's part of the reward is bound * tanh(head / bound),
     #                                  so it reorders close calls but cannot overrule large distances (0: head off)
+    head_reference: bool = False  # the head's part is measured against its output on a still copy of the image, so a
+    #                               constant offset (which pairwise losses never see) cannot saturate the bound
 
 
 class Attention(nn.Module):
@@ -254,6 +256,23 @@ class ICRewardModel(RewardModel):
         With `return_attention`, also `{"fusion": one [B, T, heads, N', N'] map per fusion block (frame token ->
         image token), "head": [B, Q, T*N'] (IC-head queries over all frames' tokens, frame-major)}`, N' = N + use_cls.
         """
+        reward, maps = self._attention_head(img_tokens, vid_tokens, return_attention)
+        if self.config.head_reference:
+            still = {k: v[:, None].expand(-1, 2, *v.shape[1:]) for k, v in img_tokens.items()}  # the image, 2 frames
+            reward = reward - self._attention_head(img_tokens, still, False)[0]
+        if self.config.head_bound is not None:
+            bound = self.config.head_bound
+            reward = bound * torch.tanh(reward / bound) if bound > 0 else reward * 0
+        if self.evidence is not None:
+            reward = reward + self.evidence(img_tokens, vid_tokens)
+        if return_attention:
+            return reward, maps
+        return reward
+
+    def _attention_head(
+        self, img_tokens: Tokens, vid_tokens: Tokens, return_attention: bool
+    ) -> tuple[torch.Tensor, dict | None]:
+        """The attention path: fusion blocks and IC head -> (raw reward `[B]`, attention maps or None)."""
         image = self._tokens(img_tokens) + self.type_embed[0]  # (B, N', d)
         frames = self._tokens(vid_tokens) + self.type_embed[1]  # (B, T, N', d)
         b, t, n, d = frames.shape
@@ -269,14 +288,7 @@ class ICRewardModel(RewardModel):
             frames, weights = block(frames, image, return_attention)
             fusion_maps.append(weights)
         reward, head_map = self.ic_head(frames.reshape(b, t * n, d), return_attention)  # (B, T*N', d) in
-        if self.config.head_bound is not None:
-            bound = self.config.head_bound
-            reward = bound * torch.tanh(reward / bound) if bound > 0 else reward * 0
-        if self.evidence is not None:
-            reward = reward + self.evidence(img_tokens, vid_tokens)
-        if return_attention:
-            return reward, {"fusion": tuple(fusion_maps), "head": head_map}
-        return reward
+        return reward, {"fusion": tuple(fusion_maps), "head": head_map} if return_attention else None
 
 
 @torch.no_grad()
