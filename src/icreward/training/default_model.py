@@ -65,20 +65,17 @@ def synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None) ->
 
 def evaluate_checkpoint(checkpoint: Path, test_manifest: Path, real_i2v: Path | None) -> dict[str, Any]:
     """Pair accuracy on the synthetic test split and, where given, the real I2V robustness results."""
-    import numpy as np
-
     import icreward
     from icreward.evaluation.run import pair_labels, reward_pairs
+    from icreward.evaluation.stats import pair_accuracy
     from icreward.manifest import load_manifest
 
     model = icreward.load(str(checkpoint))
     test = load_manifest(test_manifest, require_labels=True)
     rewards = reward_pairs(model, test, batch_size=16, device="cpu")
     labels = pair_labels(test)
-    decided = labels != 0
-    sign = np.sign(rewards[:, 0] - rewards[:, 1])[decided]
-    accuracy = float(np.mean((sign == labels[decided]) + 0.5 * (sign == 0)))
-    results: dict[str, Any] = {"synth_test": {"n_pairs": int(decided.sum()), "pair_accuracy": accuracy}}
+    accuracy = pair_accuracy(rewards[:, 0] - rewards[:, 1], labels)
+    results: dict[str, Any] = {"synth_test": {"n_pairs": int((labels != 0).sum()), "pair_accuracy": accuracy}}
     if real_i2v is not None and (real_i2v / "manifest.jsonl").is_file():
         from icreward.robustness import build_real_i2v_tests, evaluate_real_i2v
 
