@@ -156,7 +156,9 @@ def run_cli(args) -> int:
             raise IcrewardError(f"{m.path}: eval needs pair records (image, video_a, video_b, label)")
         if m is not None and m.skipped:
             print(format_skipped(m), file=sys.stderr)
-    names = expand_models(args.model or ["default"])
+    from icreward.scorer import DEFAULT_MODEL
+
+    names = expand_models(args.model or [DEFAULT_MODEL])
     results, rows = {}, []
     for name in names:
         start = time.perf_counter()

@@ -85,6 +85,7 @@ def _evidence(img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.T
     img_patch, vid_patch = img_tokens["patch"].float(), vid_tokens["patch"].float()  # (B, N, D), (B, T, N, D)
     img_cls, vid_cls = img_tokens["cls"].float(), vid_tokens["cls"].float()  # (B, D), (B, T, D)
     b, t, n, _ = vid_patch.shape
+    cls_dim = img_cls.shape[-1] == img_patch.shape[-1]  # cls shares the patch channels (not CLIP's projection)
     features = []
     for _, start, end, kind in groups:
         ip, vp = img_patch[..., start:end], vid_patch[..., start:end]  # (B, N, g), (B, T, N, g)
@@ -92,7 +93,6 @@ def _evidence(img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.T
         position = _rowwise(vp, ip[:, None], kind).mean(-1)  # (B, T)
         match = pair.amin(-1).mean(-1)  # (B, T): each frame patch to its nearest image patch
         recall = pair.amin(-2).mean(-1)  # (B, T): each image patch to its nearest patch of the frame
-        cls_dim = img_cls.shape[-1] == img_patch.shape[-1]  # cls shares the patch channels (not CLIP's projection)
         ic, vc = (img_cls[..., start:end], vid_cls[..., start:end]) if cls_dim else (ip.mean(1), vp.mean(2))
         whole = _rowwise(vc, ic[:, None], kind)  # (B, T)
         ic_map = F.normalize((ip - ip.mean(1, keepdim=True)).flatten(1), dim=-1)  # (B, N*g)

@@ -84,6 +84,11 @@ def evaluate_checkpoint(checkpoint: Path, test_manifest: Path, real_i2v: Path | 
     return results
 
 
+def _count_lines(path: Path) -> int:
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
 def make_default_model(
     recipe: DefaultRecipe, work: str | Path, out: str | Path, real_i2v: Path | None = DEFAULT_REAL_I2V
 ) -> dict[str, Any]:
@@ -122,8 +127,8 @@ def make_default_model(
     model.config.num_frames = model.num_frames = recipe.score_frames
     card = {
         "recipe": dataclasses.asdict(recipe),
-        "data": {split: sum(1 for _ in open(data / f"{split}.jsonl")) for split in ("train", "val", "test")}
-        | {"train_all_pairs": sum(1 for _ in open(train_path))},
+        "data": {split: _count_lines(data / f"{split}.jsonl") for split in ("train", "val", "test")}
+        | {"train_all_pairs": _count_lines(train_path)},
         "training": {
             "best_epoch": result.best_epoch,
             "val_pair_accuracy": result.best_val_accuracy,
@@ -132,10 +137,7 @@ def make_default_model(
         "seconds": {"synth": round(synth_seconds), "train": round(train_seconds)},
     }
     with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp / "checkpoint", training=model.config.training)
-        for name in ("config.json", "model.safetensors"):
-            (tmp / "checkpoint" / name).rename(tmp / name)
-        (tmp / "checkpoint").rmdir()
+        model.save_pretrained(tmp)  # config.json and model.safetensors; the card joins them below
         card["results"] = evaluate_checkpoint(tmp, data / "test.jsonl", real_i2v)
         card["seconds"]["total"] = round(time.perf_counter() - start)
         text = json.dumps(card, indent=2) + "\n"
