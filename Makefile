@@ -26,7 +26,8 @@ demo: venv
 # Retrain the shipped default model from scratch (synthetic data, training, evaluation; about 20 minutes on 2 CPU
 # cores) into src/icreward/default_model, with its card.json. Data and run files go to build/default-model.
 default-model: venv
-	$(PY) -m icreward.training.default_model --work build/default-model --out src/icreward/default_model
+	$(PY) -m icreward_recipes.default_model --work build/default-model --out src/icreward/default_model \
+		--real-i2v ../shared/real-i2v
 
 test: venv
 	$(VENV)/bin/ruff check src tests benchmarks

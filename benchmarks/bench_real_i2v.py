@@ -3,7 +3,7 @@ corruptions of itself?
 
     python benchmarks/bench_real_i2v.py [--models M ...] [--root ../shared/real-i2v] [--seed 0] [--max-side 256]
 
-Builds the cases of `icreward.robustness.build_real_i2v_tests` once from the real (image, video) pairs under
+Builds the cases of `icreward.evaluation.robustness.build_real_i2v_tests` once from the real (image, video) pairs under
 `--root` (default: `shared/real-i2v` beside the repository) and scores them with every weight-free metric
 (`metric:<name>` for each of `list_metrics(offline_only=True)`) plus each `--models` entry (a checkpoint folder, a
 hub id or `metric:<name>`). Prints a markdown table of accuracy in % (a tie counts half): overall, against another
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import icreward
-    from icreward.robustness import build_real_i2v_tests, evaluate_real_i2v
-    from icreward.scorer import list_metrics
+    from icreward.evaluation.robustness import build_real_i2v_tests, evaluate_real_i2v
+    from icreward.loading import list_metrics
 
     torch.manual_seed(0)
     weight_free = [f"metric:{m}" for m in list_metrics(offline_only=True)]

@@ -3,8 +3,8 @@
     python benchmarks/bench_stability.py [--model default] [--frames 8 16] [--root ../shared/real-i2v]
 
 Scores each real (image, video) pair of `--root/manifest.jsonl` with its video sampled uniformly to each T of
-`--frames`, and reversed at the largest T (`icreward.robustness.sampling_stability`). Prints a markdown table of the
-rewards per pair, then the largest change against the spread of the rewards over the pairs (their standard
+`--frames`, and reversed at the largest T (`icreward.evaluation.robustness.sampling_stability`). Prints a markdown
+table of the rewards per pair, then the largest change against the spread of the rewards over the pairs (their standard
 deviation at the largest T) in %: a reward that measures the video rather than its sampling moves by a small
 fraction of the spread. The issue's bar: under 10% between 8 and 16 frames.
 """
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import icreward
-    from icreward.robustness import sampling_stability
+    from icreward.evaluation.robustness import sampling_stability
 
     frames = sorted(set(args.frames))
     result = sampling_stability(icreward.load(args.model), args.root, frames)

@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import icreward
 from icreward.errors import IcrewardError
-from icreward.scorer import Scorer
+from icreward.interface import Scorer
 from icreward.scoring import Item, score_items
 from icreward.transforms import preprocess
 

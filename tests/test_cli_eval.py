@@ -45,7 +45,7 @@ def test_eval_is_reproducible(bench, tmp_path):
 
 
 def test_metrics_offline_expands_to_weight_free_metrics():
-    from icreward.evaluation.run import expand_models
+    from icreward.evaluation.evaluate import expand_models
 
     names = expand_models(["metrics:offline", "metric:color-hist"])
     assert "metric:color-hist" in names and names.count("metric:color-hist") == 1

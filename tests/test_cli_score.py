@@ -10,8 +10,8 @@ from PIL import Image
 
 import icreward
 from icreward.cli import main
+from icreward.interface import Scorer
 from icreward.media import write_video
-from icreward.scorer import Scorer
 from icreward.scoring import partial_path, score_manifest_to_file
 
 

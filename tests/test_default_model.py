@@ -12,8 +12,8 @@ import torch
 
 import icreward
 from icreward.cli import main
+from icreward.loading import default_checkpoint
 from icreward.models import ICRewardModel
-from icreward.scorer import default_checkpoint
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-i2v"
 needs_real = pytest.mark.skipif(not (REAL / "manifest.jsonl").is_file(), reason="../shared/real-i2v not present")
@@ -82,7 +82,7 @@ def test_score_cli_uses_the_default_model_offline(capsys, monkeypatch):
 
 @needs_real
 def test_the_reward_is_stable_under_frame_sampling(model):
-    from icreward.robustness import sampling_stability
+    from icreward.evaluation.robustness import sampling_stability
 
     result = sampling_stability(model, REAL, (8, 16))
     assert result["max_change"] < 0.1 * result["spread"]  # the bar: under 10% of the spread over pairs
@@ -92,8 +92,8 @@ def test_the_reward_is_stable_under_frame_sampling(model):
 @needs_real
 @pytest.mark.slow
 def test_the_default_model_beats_every_weight_free_metric_on_real_videos(model):
-    from icreward.robustness import build_real_i2v_tests, evaluate_real_i2v
-    from icreward.scorer import list_metrics
+    from icreward.evaluation.robustness import build_real_i2v_tests, evaluate_real_i2v
+    from icreward.loading import list_metrics
 
     cases = build_real_i2v_tests(REAL, seed=0)
     ours = evaluate_real_i2v(model, cases)["accuracy"]
@@ -103,7 +103,7 @@ def test_the_default_model_beats_every_weight_free_metric_on_real_videos(model):
 
 @pytest.mark.slow
 def test_the_recipe_trains_and_writes_a_loadable_checkpoint_with_its_card(tmp_path, monkeypatch):
-    from icreward.training.default_model import DefaultRecipe, make_default_model
+    from icreward_recipes.default_model import DefaultRecipe, make_default_model
 
     recipe = DefaultRecipe(n_sources=10, epochs=1, num_frames=4, score_frames=6, batch_size=8)
     recipe.model = {"d_model": 16, "heads": 2, "depth": 1, "evidence": True, "head_bound": 1.0}

@@ -14,8 +14,8 @@ import icreward
 from icreward.errors import BackboneError
 from icreward.metrics.base import crop_to_aspect, match_image_to_frames, resize_to
 from icreward.metrics.color_hist import ColorHistogram
-from icreward.metrics.handcrafted import LUMA, HOGEmbedder
 from icreward.metrics.vbench import VBENCH_SUBJECT_PREPROCESS, VBENCH_WEIGHTS
+from icreward.metrics.vbench_offline import LUMA, HOGEmbedder
 from icreward.transforms import preprocess
 
 OFFLINE = [

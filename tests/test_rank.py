@@ -51,13 +51,13 @@ def test_learned_model_encodes_the_image_once_and_matches_score(media):
 
     torch.manual_seed(0)
     model = build_model("icreward", backbone="tiny-vit", num_frames=4, d_model=32, heads=2, depth=1).eval()
-    encode, calls = model.encode, []
+    encode, calls = model.encode_videos, []
 
     def counting_encode(image, video):
         calls.append((tuple(image.shape), tuple(video.shape)))
         return encode(image, video)
 
-    model.encode = counting_encode
+    model.encode_videos = counting_encode
     videos = [media / "bad.mp4", media / "good.mp4", media / "text.mp4", media / "good.mp4"]
     ranking = rank_videos(model, media / "img.png", videos, batch_size=8)
     assert len(calls) == 1 and calls[0][0][0] == 1  # one backbone call; the image in it once

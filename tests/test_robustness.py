@@ -9,9 +9,9 @@ import torch
 from skimage import data
 
 import icreward
+from icreward.evaluation.robustness import HELDOUT_CORRUPTIONS, Case, build_real_i2v_tests, evaluate_real_i2v
+from icreward.interface import Scorer
 from icreward.metrics.base import crop_to_aspect, resize_to
-from icreward.robustness import HELDOUT_CORRUPTIONS, Case, build_real_i2v_tests, evaluate_real_i2v
-from icreward.scorer import Scorer
 from icreward.synth.failures import FAILURE_MODES
 
 REAL_I2V = Path(__file__).parents[2] / "shared" / "real-i2v"
@@ -32,7 +32,7 @@ def corrupt(name: str, video: torch.Tensor, severity: float, seed: int = 0) -> t
 
 def test_heldout_corruptions_are_not_the_training_engines_modes():
     assert len(NAMES) == 11 and set(NAMES).isdisjoint(FAILURE_MODES)
-    assert all(fn.__module__ == "icreward.robustness" for fn in HELDOUT_CORRUPTIONS.values())
+    assert all(fn.__module__ == "icreward.evaluation.robustness" for fn in HELDOUT_CORRUPTIONS.values())
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import icreward
+from icreward.interface import Scorer
 from icreward.media import write_video
-from icreward.scorer import Scorer
 from icreward.server import ServeSettings, create_app
 
 MODEL = "metric:color-hist"

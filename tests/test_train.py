@@ -173,7 +173,7 @@ def test_train_config_records_git_sha_and_data_hash(tmp_path, data):
 
 def test_config_file_under_flags(tmp_path, data):
     from icreward.cli import build_parser
-    from icreward.training.cli import config_from_args
+    from icreward.cli.train import config_from_args
 
     path = tmp_path / "train.yaml"
     path.write_text("epochs: 7\nlr: 0.01\nloss: bt\nmodel:\n  d_model: 16\n")

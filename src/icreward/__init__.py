@@ -1,6 +1,31 @@
-"""icreward: learned and handcrafted image-to-video consistency rewards."""
+"""icreward: learned and handcrafted image-to-video consistency rewards.
 
-from icreward.scorer import Scorer, list_metrics, load
+```python
+import icreward
+model = icreward.load("default")              # or a checkpoint folder / hub id / "metric:<name>"
+reward = model.score("img.png", "video.mp4")  # float, higher = more consistent
+```
+
+The names below load lazily, so `import icreward.cli` (and `icreward --help`) does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["Scorer", "load", "list_metrics", "__version__"]
+
+if TYPE_CHECKING:
+    from icreward.interface import Scorer
+    from icreward.loading import list_metrics, load
+
+_LAZY = {"Scorer": "icreward.interface", "load": "icreward.loading", "list_metrics": "icreward.loading"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'icreward' has no attribute {name!r}")

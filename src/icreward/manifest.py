@@ -26,6 +26,7 @@ from typing import Any, Literal, NoReturn
 
 from icreward.atomic import atomic_write
 from icreward.errors import ManifestError
+from icreward.rules import label_from_scores
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv")
 PAIR_LABELS = {"a": "A", "b": "B", "tie": "tie"}  # accepted spelling (lower-cased) -> stored label
@@ -252,7 +253,7 @@ class _RecordParser:
         elif "ic" in common["labels"]:
             label, label_from = common["labels"]["ic"], "labels"
         elif score_a is not None and score_b is not None:
-            label, label_from = _label_from_scores(score_a, score_b, self.tie_margin), "scores"
+            label, label_from = label_from_scores(score_a, score_b, self.tie_margin), "scores"
         else:
             label, label_from = None, None
         if label is None and self.require_labels:
@@ -407,17 +408,6 @@ def _csv_header(path: Path, line: int, cells: list[str]) -> list[str]:
         if name in header[: i - 1]:
             raise ManifestError(path, line, f'CSV header names column "{name}" twice')
     return header
-
-
-def _label_from_scores(score_a: float, score_b: float, tie_margin: float) -> str:
-    """The derived label: "tie" when |score_a - score_b| <= tie_margin, else the video with the higher score.
-
-    A gap equal to the margin up to float rounding (0.8 - 0.7 against 0.1) counts as a tie.
-    """
-    gap = abs(score_a - score_b)
-    if gap <= tie_margin or math.isclose(gap, tie_margin, rel_tol=1e-9):
-        return "tie"
-    return "A" if score_a > score_b else "B"
 
 
 def _scores(record: PointRecord | PairRecord) -> tuple[float | None, ...]:

@@ -21,6 +21,7 @@ import numpy as np
 from icreward.atomic import atomic_write
 from icreward.evaluation.report import COLUMN_FORMATS, MISSING, _cell, _finite
 from icreward.evaluation.stats import bootstrap_ci
+from icreward.rules import pair_failure_modes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,7 +49,7 @@ def _float(value: Any, default: float | None = None) -> float | None:
 
 def _failure_modes(row: Mapping[str, Any]) -> set[str]:
     """The failure modes of a pair's two videos, `none` and empty cells left out."""
-    return {m for m in (row.get("mode_a"), row.get("mode_b")) if isinstance(m, str) and m and m != "none"}
+    return set(pair_failure_modes(row.get("mode_a"), row.get("mode_b")))
 
 
 def seen_vs_heldout(

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from icreward.atomic import atomic_write
-from icreward.evaluation.stats import _check_pairs, _nontie_credit, _tie_correct
+from icreward.evaluation.stats import _check_pairs, _nontie_credit, _tie_correct, predicted_labels
+from icreward.rules import LABEL_NAMES
 
 MISSING = "–"
-LABEL_NAMES = {1: "A", -1: "B", 0: "tie"}  # the manifest spelling of stats' +1 / -1 / 0
 BEST = "*"
 
 # key -> (header, kind): "percent" (accuracies in [0, 1]) and "corr" (correlations) get a best marker;
@@ -177,7 +177,7 @@ def build_pair_rows(
             "correct": float(credit[i]) if labels[i] != 0 else None,
         }
         if tie_correct is not None:
-            row["predicted_ties"] = LABEL_NAMES[0 if abs(delta[i]) <= tie_threshold else int(np.sign(delta[i]))]
+            row["predicted_ties"] = LABEL_NAMES[int(predicted_labels(delta[i], tie_threshold))]
             row["correct_ties"] = int(tie_correct[i])
         if extra is not None:
             row.update({k: v for k, v in extra[i].items() if k not in row})

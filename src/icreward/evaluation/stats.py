@@ -42,10 +42,16 @@ def _nontie_credit(delta: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(labels != 0, credit, 0.0)
 
 
+def predicted_labels(delta: np.ndarray, eps: float) -> np.ndarray:
+    """A model's label of each pair from its reward difference `delta = r_A - r_B`: 0 (tie) when |delta| <= eps, else
+    the sign of delta (+1 A, -1 B). The one rule, and the one float edge, for calling a tie from rewards."""
+    delta = np.asarray(delta, dtype=np.float64)
+    return np.where(np.abs(delta) <= eps, 0, np.sign(delta)).astype(np.int64)
+
+
 def _tie_correct(delta: np.ndarray, labels: np.ndarray, eps: float) -> np.ndarray:
-    """Per-pair 0/1: the prediction (tie when |delta| <= eps, else the sign) equals the human label."""
-    predicted = np.where(np.abs(delta) <= eps, 0, np.sign(delta))
-    return (predicted == labels).astype(np.float64)
+    """Per-pair 0/1: the prediction (`predicted_labels`) equals the human label."""
+    return (predicted_labels(delta, eps) == labels).astype(np.float64)
 
 
 def pair_accuracy(delta: np.ndarray, labels: np.ndarray) -> float:

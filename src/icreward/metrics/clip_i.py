@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from icreward.backbones import Backbone
+from icreward.interface import Scorer, register_metric
 from icreward.metrics.base import BackboneEmbedder, check_inputs, embed_image_and_frames
-from icreward.scorer import Scorer, register_metric
 from icreward.transforms import PreprocessConfig
 
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from icreward.interface import Scorer, register_metric
 from icreward.metrics.base import check_inputs, crop_to_aspect, resize_to
-from icreward.scorer import Scorer, register_metric
 
 
 def soft_color_histogram(x: torch.Tensor, bins: int = 8, bandwidth: float = 0.5, joint: bool = True) -> torch.Tensor:

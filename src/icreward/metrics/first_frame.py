@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
+from icreward.interface import Scorer, register_metric
 from icreward.metrics.base import check_inputs, match_image_to_frames
-from icreward.scorer import Scorer, register_metric
 
 
 def gaussian_filter_matrix(n: int, window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

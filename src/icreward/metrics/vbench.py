@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from icreward.backbones import Backbone
+from icreward.interface import Scorer, register_metric
 from icreward.metrics.base import BackboneEmbedder, Embedder, check_inputs, embed_image_and_frames
-from icreward.scorer import Scorer, register_metric
 from icreward.transforms import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
 # (w_image, w_mean, w_min): weights of max(c), mean(s) and min(s). "vbench" is VBench++'s; an earlier release

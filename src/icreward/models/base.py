@@ -29,8 +29,8 @@ import torch
 from icreward.atomic import atomic_dir, current_umask
 from icreward.backbones import build_backbone
 from icreward.errors import IcrewardError
+from icreward.interface import Scorer
 from icreward.models.backbone_policy import apply_backbone_policy, count_trainable, parse_backbone_policy
-from icreward.scorer import Scorer
 from icreward.transforms import PreprocessConfig, preprocess
 
 WEIGHTS_NAME = "model.safetensors"
@@ -92,8 +92,40 @@ class RewardModel(Scorer):
 
         Returns `({"cls": [B,D], "patch": [B,N,D]}, {"cls": [B,T,D], "patch": [B,T,N,D]})`.
         """
-        img_tokens, (vid_tokens,) = self._encode(image, video)
+        img_tokens, (vid_tokens,) = self.encode_videos(image, video)
         return img_tokens, vid_tokens
+
+    def encode_image(self, image: torch.Tensor) -> Tokens:
+        """Backbone tokens of `image [B,3,H,W]` in [0, 1]: `{"cls": [B,D], "patch": [B,N,D]}`."""
+        if image.dim() != 4:
+            raise ValueError(f"expected image [B,3,H,W], got {tuple(image.shape)}")
+        return self.backbone(preprocess(image, self.preprocess_config))
+
+    def encode_video(self, video: torch.Tensor) -> Tokens:
+        """Backbone tokens of `video [B,T,3,H,W]` in [0, 1], frame by frame: `{"cls": [B,T,D], "patch": [B,T,N,D]}`."""
+        if video.dim() != 5:
+            raise ValueError(f"expected video [B,T,3,H,W], got {tuple(video.shape)}")
+        b, t = video.shape[:2]
+        tokens = self.backbone(preprocess(video, self.preprocess_config).flatten(0, 1))  # (B*T, ...)
+        return {k: v.unflatten(0, (b, t)) for k, v in tokens.items()}  # (B, T, ...)
+
+    def reward_from_tokens(self, img_tokens: Tokens, vid_tokens: Tokens) -> torch.Tensor:
+        """Normalised reward `[B]` from backbone tokens: `forward` without the backbone (cached-feature training)."""
+        return self.normalize(self.head(img_tokens, vid_tokens))
+
+    def rewards_for_image(
+        self, image: torch.Tensor, videos: torch.Tensor, prompt: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """Rewards `[B]` of B candidate `videos [B,T,3,H,W]` of one `image [3,H,W]`, the image encoded once.
+
+        The B videos go through the backbone as one clip of B*T frames (it sees frames one by one), and the image's
+        tokens are shared by every video in the head.
+        """
+        b, t = videos.shape[:2]
+        img_tokens, (vid_tokens,) = self.encode_videos(image[None], videos.flatten(0, 1)[None])  # (1,..), (1,B*T,..)
+        img_tokens = {k: v.expand(b, *v.shape[1:]) for k, v in img_tokens.items()}  # (B, ...)
+        vid_tokens = {k: v[0].unflatten(0, (b, t)) for k, v in vid_tokens.items()}  # (B, T, ...)
+        return self.reward_from_tokens(img_tokens, vid_tokens)
 
     def head(self, img_tokens: Tokens, vid_tokens: Tokens, return_attention: bool = False) -> torch.Tensor:
         """Raw reward `[B]` from the tokens `encode` returns (with `return_attention`: `(reward, attention maps)`)."""
@@ -126,7 +158,7 @@ class RewardModel(Scorer):
 
         The image is encoded once; the frames of A and B go through the backbone in the same batch as the image.
         """
-        img_tokens, (a_tokens, b_tokens) = self._encode(image, video_a, video_b)
+        img_tokens, (a_tokens, b_tokens) = self.encode_videos(image, video_a, video_b)
         r_a, r_b = self.head_pairs(img_tokens, a_tokens, b_tokens)
         return self.normalize(r_a), self.normalize(r_b)
 
@@ -136,8 +168,9 @@ class RewardModel(Scorer):
         vid = {k: torch.cat([a_tokens[k], b_tokens[k]]) for k in a_tokens}  # (2B, T, ...)
         return self.head(img, vid).chunk(2)  # (2B,) -> (B,), (B,)
 
-    def _encode(self, image: torch.Tensor, *videos: torch.Tensor) -> tuple[Tokens, list[Tokens]]:
-        """Encode one image batch and V videos of the same images in a single backbone call."""
+    def encode_videos(self, image: torch.Tensor, *videos: torch.Tensor) -> tuple[Tokens, list[Tokens]]:
+        """Tokens of one image batch `[B,3,H,W]` and of V videos `[B,T,3,H,W]` of the same images, in a single backbone
+        call (what a training step on pairs needs): `(image tokens, [tokens of each video])`."""
         if image.dim() != 4:
             raise ValueError(f"expected image [B,3,H,W], got {tuple(image.shape)}")
         b = image.shape[0]

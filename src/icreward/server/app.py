@@ -13,7 +13,7 @@ from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from icreward.errors import IcrewardError, MediaError
-from icreward.scorer import Scorer
+from icreward.interface import Scorer
 from icreward.server.batcher import MicroBatcher, ScoreOutcome
 from icreward.server.inputs import BodySizeLimit, PathPolicy, request_media
 

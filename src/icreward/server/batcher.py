@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from icreward.errors import IcrewardError
-from icreward.scorer import Scorer
+from icreward.interface import Scorer
 from icreward.scoring import batch_rewards, rank_videos, shape_batches
 
 

@@ -13,16 +13,13 @@ whatever the number of workers.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
-import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -34,9 +31,10 @@ from tqdm import tqdm
 from icreward.atomic import atomic_dir
 from icreward.errors import IcrewardError
 from icreward.media import IMAGE_EXTENSIONS, load_image, write_video
-from icreward.synth.failures import CONSISTENT_MODE, FAILURE_MODES, render_video
+from icreward.rules import CONSISTENT_MODE, label_from_scores
+from icreward.synth.failures import FAILURE_MODES, render_video
 from icreward.synth.motion import render_image, sample_trajectory
-from icreward.synth.plan import SPLITS, SourcePlan, SynthConfig, compare, plan_sources
+from icreward.synth.plan import SPLITS, SourcePlan, SynthConfig, plan_sources
 from icreward.synth.scenes import photo_scene, procedural_scene
 
 SYNTH_VERSION = 1  # bump when the same config would render different data
@@ -119,7 +117,7 @@ def _records(plans: list[SourcePlan], config: SynthConfig) -> tuple[dict[str, li
             )
         for p, (i, j) in enumerate(plan.pairs):
             a, b = plan.videos[i], plan.videos[j]
-            label = compare(a.score, b.score, config.tie_margin)
+            label = label_from_scores(a.score, b.score, config.tie_margin)
             pairs[plan.split].append(
                 {
                     "id": f"{plan.id}_p{p}",
@@ -127,7 +125,7 @@ def _records(plans: list[SourcePlan], config: SynthConfig) -> tuple[dict[str, li
                     "video_a": f"videos/{a.id}.mp4",
                     "video_b": f"videos/{b.id}.mp4",
                     "label": label,
-                    "labels": {"ic": label, "motion": compare(a.motion, b.motion, 0)},
+                    "labels": {"ic": label, "motion": label_from_scores(a.motion, b.motion, 0)},
                     "score_a": a.score,
                     "score_b": b.score,
                     "mode_a": a.mode,
@@ -224,37 +222,3 @@ def default_benchmark(cache_dir: str | Path | None = None, config: SynthConfig |
     if not (path / "synth.json").is_file():
         generate(config, path)
     return path
-
-
-def config_from_args(args: argparse.Namespace) -> SynthConfig:
-    """A SynthConfig from the `icreward synth` namespace (None means the default)."""
-    defaults = SynthConfig()
-    holdout = tuple(m.strip() for m in (args.holdout_modes or "").split(",") if m.strip())
-    given = {"n": args.n, "seed": args.seed, "frames": args.frames, "size": args.size, "tie_margin": args.tie_margin}
-    given = {k: v for k, v in given.items() if v is not None}
-    config = replace(defaults, holdout_modes=holdout, images=args.images, **given)
-    config.validate()
-    return config
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """`icreward synth`: generate the benchmark and print counts per split, per mode and per label."""
-    config = config_from_args(args)
-    start = time.perf_counter()
-    summary = generate(config, args.out, workers=args.workers)
-    elapsed = time.perf_counter() - start
-    counts = summary["counts"]
-    print(f"wrote {args.out} in {elapsed:.1f} s (seed {config.seed}, {config.n} source images)")
-    for split in SPLITS:
-        labels = counts["pair_labels"][split]
-        print(
-            f"  {split:5s}: {counts['images'][split]:4d} images {counts['videos'][split]:5d} videos "
-            f"{counts['pairs'][split]:5d} pairs  (A {labels['A']}, B {labels['B']}, tie {labels['tie']})"
-        )
-    per_mode = Counter()
-    for split in SPLITS:
-        per_mode.update(counts["videos_per_mode"][split])
-    print("  videos per mode: " + ", ".join(f"{m} {n}" for m, n in per_mode.items()))
-    if config.holdout_modes:
-        print(f"  held out of train/val: {', '.join(config.holdout_modes)}")
-    return 0

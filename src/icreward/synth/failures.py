@@ -1,7 +1,7 @@
 """The failure modes of image-to-video generation, as a registry `FAILURE_MODES` keyed by the data-contract names.
 
 Two scopes:
-- "frames" modes (`icreward.synth.corruptions`) are functions `(frames, severity, rng) -> frames`; they apply to
+- "frames" modes (`icreward.synth.frame_failures`) are functions `(frames, severity, rng) -> frames`; they apply to
   any video, e.g. to build corruption tests from real I2V outputs.
 - "scene" modes (here) are functions `(scene, trajectory, severity, rng) -> frames`; they act on the layers of a
   synthetic scene (the subject morphing, vanishing or doubling, the background drifting, ...).
@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icreward.synth import corruptions
-from icreward.synth.corruptions import hue_rotate, strength
+from icreward.rules import CONSISTENT_MODE
+from icreward.synth import frame_failures
+from icreward.synth.frame_failures import hue_rotate, strength
 from icreward.synth.motion import (
     Trajectory,
     background_track,
@@ -35,8 +36,6 @@ from icreward.synth.motion import (
 )
 from icreward.synth.scenes import Scene, make_sprite_texture, shape_alpha, unrelated_scene
 from icreward.synth.textures import value_noise
-
-CONSISTENT_MODE = "none"
 
 
 def _render(scene: Scene, traj: Trajectory, tracks: list) -> torch.Tensor:
@@ -219,15 +218,15 @@ FAILURE_MODES: dict[str, FailureMode] = {
     for mode in [
         FailureMode("subject_drift", 0.7, "scene", subject_drift),
         FailureMode("background_drift", 0.55, "scene", background_drift),
-        FailureMode("color_drift", 0.5, "frames", corruptions.color_drift),
-        FailureMode("structure_distortion", 0.6, "frames", corruptions.structure_distortion),
-        FailureMode("detail_loss", 0.45, "frames", corruptions.detail_loss),
+        FailureMode("color_drift", 0.5, "frames", frame_failures.color_drift),
+        FailureMode("structure_distortion", 0.6, "frames", frame_failures.structure_distortion),
+        FailureMode("detail_loss", 0.45, "frames", frame_failures.detail_loss),
         FailureMode("content_replacement", 0.9, "scene", content_replacement),
         FailureMode("first_frame_mismatch", 0.6, "scene", first_frame_mismatch),
-        FailureMode("flicker", 0.45, "frames", corruptions.flicker),
+        FailureMode("flicker", 0.45, "frames", frame_failures.flicker),
         FailureMode("subject_vanish", 0.8, "scene", subject_vanish),
         FailureMode("subject_duplicate", 0.6, "scene", subject_duplicate),
-        FailureMode("frozen", 0.0, "frames", corruptions.frozen),
+        FailureMode("frozen", 0.0, "frames", frame_failures.frozen),
     ]
 }
 

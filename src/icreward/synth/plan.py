@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from icreward.errors import IcrewardError
-from icreward.synth.failures import CONSISTENT_MODE, FAILURE_MODES
+from icreward.rules import CONSISTENT_MODE, FROZEN_MODE, label_from_scores
+from icreward.synth.failures import FAILURE_MODES
 
 SPLITS = ("train", "val", "test")
-FROZEN_MODE = "frozen"
 PAIR_QUOTAS = {"tie": 1, "consistent_vs_failure": 2, "failure_pair": 2, "consistent_pair": 1}  # per source image
 
 
@@ -99,11 +99,6 @@ def score_video(mode: str, severity: float, rng: np.random.Generator, rater_nois
     return round(float(np.clip(1 - weight * severity + rng.normal(0, rater_noise), 0, 1)), 4)
 
 
-def compare(a: float, b: float, margin: float) -> str:
-    """The label of a comparison: "A" if a exceeds b by more than `margin`, "B" if b exceeds a by more, else "tie"."""
-    return "A" if a - b > margin else "B" if b - a > margin else "tie"
-
-
 def split_groups(n_groups: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> list[str]:
     """Assign each group (a source image, or a photo and all images cut from it) to a split; none left empty."""
     order = rng.permutation(n_groups)
@@ -155,7 +150,7 @@ def choose_pairs(videos: list[VideoPlan], k: int, margin: float, rng: np.random.
 
     def category(i: int, j: int) -> str:
         a, b = videos[i], videos[j]
-        if compare(a.score, b.score, margin) == "tie":
+        if label_from_scores(a.score, b.score, margin) == "tie":
             return "tie"
         if _is_consistent(a) != _is_consistent(b):
             return "consistent_vs_failure"

@@ -42,7 +42,7 @@ class RewardObjective(nn.Module):
             img = image
             per_video = [{k: v[:, i] for k, v in videos.items()} for i in range(videos["cls"].shape[1])]
         else:
-            img, per_video = self.model._encode(image, *videos.unbind(1))  # each (B, T, ...)
+            img, per_video = self.model.encode_videos(image, *videos.unbind(1))  # each (B, T, ...)
         if len(per_video) == 2:
             rewards = torch.stack(self.model.head_pairs(img, *per_video), dim=1)  # (B, 2)
         else:

@@ -1,6 +1,8 @@
-"""The one interface every reward shares: handcrafted metrics, the MLP baseline and IC-Reward alike.
+"""The one interface every reward shares: handcrafted metrics, the MLP baseline and IC-Reward alike, and the registry
+of handcrafted metrics.
 
 `scorer(image [B,3,H,W] in [0,1], video [B,T,3,H,W] in [0,1], prompt) -> [B]`, higher = more consistent.
+A leaf module: `icreward.metrics` and `icreward.models` import it; it imports neither (`icreward.loading` does).
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-
-from icreward.errors import UnknownModelError
 
 ScorerFactory = Callable[..., "Scorer"]
 _METRICS: dict[str, ScorerFactory] = {}
@@ -33,6 +33,15 @@ class Scorer(nn.Module):
         self, image: torch.Tensor, video: torch.Tensor, prompt: Sequence[str] | None = None
     ) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def rewards_for_image(
+        self, image: torch.Tensor, videos: torch.Tensor, prompt: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """Rewards `[B]` of B candidate `videos [B,T,3,H,W]` of one `image [3,H,W]` (best-of-N).
+
+        Here the image is broadcast to every video; learned models override this to encode it once.
+        """
+        return self(image.expand(videos.shape[0], *image.shape), videos, prompt)  # (B, 3, H, W) view, no copy
 
     @torch.no_grad()
     def score(
@@ -62,39 +71,11 @@ def register_metric(name: str) -> Callable[[ScorerFactory], ScorerFactory]:
     return wrap
 
 
-def list_metrics(offline_only: bool = False) -> list[str]:
-    """Names of the registered metrics; `offline_only` keeps those that need no pretrained weights.
-
-    Factories are registered as Scorer subclasses, so `needs_weights` is read off the class.
-    """
-    import icreward.metrics  # noqa: F401  (registers the metrics)
-
-    return sorted(n for n, f in _METRICS.items() if not (offline_only and getattr(f, "needs_weights", False)))
+def metric_factory(name: str) -> ScorerFactory | None:
+    """The factory registered under `metric:<name>`, or None (metrics register when `icreward.metrics` is imported)."""
+    return _METRICS.get(name)
 
 
-DEFAULT_MODEL = "default"
-
-
-def default_checkpoint() -> Path:
-    """The folder of the checkpoint shipped inside the package (what `load("default")` loads)."""
-    return Path(__file__).parent / "default_model"
-
-
-def load(name: str = DEFAULT_MODEL, **kwargs) -> Scorer:
-    """Load a scorer by name: `default` for the shipped model, `metric:<name>` for a handcrafted metric, else a
-    checkpoint folder or hub id."""
-    if name == DEFAULT_MODEL:  # a folder named "default" in the working directory is `./default`
-        name = str(default_checkpoint())
-    if name.startswith("metric:"):
-        metric = name.split(":", 1)[1]
-        if metric not in list_metrics():
-            raise UnknownModelError(f"unknown metric {metric!r}; known: {', '.join(list_metrics())}")
-        return _METRICS[metric](**kwargs).eval()
-    from icreward.models import load_checkpoint
-
-    if not Path(name).exists() and "/" not in name:
-        raise UnknownModelError(
-            f"cannot load model {name!r}: no such checkpoint folder; give `default`, a checkpoint folder, a hub id "
-            f"(owner/name) or metric:<name> ({', '.join(list_metrics())})"
-        )
-    return load_checkpoint(name, **kwargs).eval()
+def registered_metrics() -> dict[str, ScorerFactory]:
+    """Every registered metric factory by name (after `icreward.metrics` has been imported)."""
+    return dict(_METRICS)

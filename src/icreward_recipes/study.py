@@ -1,5 +1,7 @@
-"""`icreward experiment`: the study. Train the MLP baseline and IC-Reward over k folds and several seeds, evaluate
-them beside every offline handcrafted metric on the same test pairs, print one table and write a report folder.
+"""The study (`icreward experiment`), a recipe over the library.
+
+Train the MLP baseline and IC-Reward over k folds and several seeds, evaluate them beside every offline handcrafted
+metric on the same test pairs, print one table and write a report folder.
 
 Data: the embedded benchmark with some failure modes held out of training (default), a folder holding
 `train.jsonl` + `test.jsonl` (+ `val.jsonl`), or explicit manifests. Each model type is trained with k-fold
@@ -21,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from icreward.errors import IcrewardError
-
-DEFAULT_HOLDOUT = ("flicker", "subject_duplicate")
+from icreward.rules import CONSISTENT_MODE, DEFAULT_HOLDOUT_MODES, FROZEN_MODE, label_from_scores, source_image
 
 # The per-model training recipes of the study (same budget for both: epochs, data, early stopping, frames).
 MODEL_RECIPES: dict[str, dict[str, Any]] = {
@@ -43,7 +44,7 @@ class ExperimentConfig:
     test: str | None = None  # test manifest when `data` is a manifest
     val: str | None = None  # validation manifest for the tie threshold of every model (default: data/val.jsonl)
     out: str = "reports/experiment"  # report folder (checkpoints of every fold model in out/runs/)
-    holdout_modes: tuple[str, ...] = DEFAULT_HOLDOUT  # embedded benchmark: failure modes kept out of training
+    holdout_modes: tuple[str, ...] = DEFAULT_HOLDOUT_MODES  # embedded benchmark: failure modes kept out of training
     folds: int = 3  # k of the k-fold cross-validation over the training pairs
     seeds: tuple[int, ...] = (0, 1)  # one k-fold run per seed and model type
     epochs: int = 6  # epochs per fold model (early stopping on the held-out fold keeps the best)
@@ -95,7 +96,7 @@ def expand_pairs(train_path: Path, out: Path, tie_margin: float) -> Path:
     for rec in manifest.records:
         if rec.score_a is None or rec.score_b is None:
             raise IcrewardError(f"{train_path}:{rec.line}: all-pairs training needs score_a and score_b")
-        source = rec.extra.get("source", str(rec.image))
+        source = source_image(rec)
         for side, video, score in (("a", rec.video_a, rec.score_a), ("b", rec.video_b, rec.score_b)):
             fields = {"video": str(video.resolve()), "score": score}
             fields |= {k: rec.extra.get(f"{k}_{side}") for k in ("mode", "severity")}
@@ -108,8 +109,7 @@ def expand_pairs(train_path: Path, out: Path, tie_margin: float) -> Path:
             for b in items[i + 1 :]:
                 if frozenset((a["video"], b["video"])) in listed:
                     continue
-                diff = a["score"] - b["score"]
-                label = "tie" if abs(diff) <= tie_margin + 1e-9 else ("A" if diff > 0 else "B")
+                label = label_from_scores(a["score"], b["score"], tie_margin)
                 records.append(
                     {
                         "id": f"{source}:{Path(a['video']).stem}~{Path(b['video']).stem}",
@@ -168,34 +168,10 @@ def _ensemble_rewards(checkpoints: list[Path], manifest) -> tuple[np.ndarray, li
 
     Every distinct (image, video) is decoded once and scored by all fold models (they share frames and size).
     """
-    import torch
+    from icreward.evaluation.evaluate import ensemble_reward_pairs
+    from icreward.loading import load
 
-    from icreward import load
-    from icreward.media import load_image, load_video
-
-    models = [load(str(c)) for c in checkpoints]
-    frames, side = models[0].num_frames, models[0].max_side
-    keys: dict[tuple[Path, Path], int] = {}
-    for rec in manifest.records:
-        for video in (rec.video_a, rec.video_b):
-            keys.setdefault((rec.image, video), len(keys))
-    images: dict[Path, torch.Tensor] = {}
-    rewards = np.zeros((len(models), len(keys)))
-    items = list(keys)
-    for start in range(0, len(items), 16):
-        batch = items[start : start + 16]
-        for image, _ in batch:
-            if image not in images:
-                images[image] = load_image(image, max_side=side)
-        image_batch = torch.stack([images[i] for i, _ in batch])  # (B, 3, H, W)
-        video_batch = torch.stack([load_video(v, num_frames=frames, max_side=side) for _, v in batch])  # (B,T,3,H,W)
-        with torch.no_grad():
-            for m, model in enumerate(models):
-                rewards[m, start : start + len(batch)] = model(image_batch, video_batch).float().numpy()
-    each = [
-        np.array([[r[keys[(rec.image, v)]] for v in (rec.video_a, rec.video_b)] for rec in manifest.records])
-        for r in rewards
-    ]
+    each = ensemble_reward_pairs([load(str(c)) for c in checkpoints], manifest, batch_size=16, device="cpu")
     return np.mean(each, axis=0), each
 
 
@@ -203,7 +179,7 @@ def _attention_examples(checkpoint: Path, test, n: int) -> list[dict]:
     """Attention maps of IC-Reward on the failure video of the first `n` test pairs with distinct failure modes."""
     import torch
 
-    from icreward import load
+    from icreward.loading import load
     from icreward.media import load_image, load_video
     from icreward.models import attention_heatmaps
 
@@ -211,7 +187,7 @@ def _attention_examples(checkpoint: Path, test, n: int) -> list[dict]:
     examples, seen = [], set()
     for rec in test.records:
         mode, video = rec.extra.get("mode_b"), rec.video_b
-        if mode in (None, "none", "frozen") or mode in seen:
+        if mode in (None, CONSISTENT_MODE, FROZEN_MODE) or mode in seen:
             continue
         seen.add(mode)
         image = load_image(rec.image, max_side=model.max_side)
@@ -234,9 +210,9 @@ def _attention_examples(checkpoint: Path, test, n: int) -> list[dict]:
 
 def run_experiment(config: ExperimentConfig) -> dict[str, dict]:
     """Run the whole study; returns `{model name: results}` and writes the report folder `config.out`."""
+    from icreward.evaluation.evaluate import evaluate_model, evaluate_rewards, expand_models, pair_labels, pair_modes
     from icreward.evaluation.html import seen_vs_heldout, write_html_report
     from icreward.evaluation.report import format_per_mode_table, format_table, write_report
-    from icreward.evaluation.run import evaluate_model, evaluate_rewards, expand_models, pair_labels, pair_modes
     from icreward.evaluation.stats import evaluate_pairs
     from icreward.manifest import load_manifest
 

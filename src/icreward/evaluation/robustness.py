@@ -2,7 +2,7 @@
 corruptions of its own video that the training engine never makes?
 
 The corruptions here (`HELDOUT_CORRUPTIONS`) use other mechanisms than the synthetic failure modes of
-`icreward.synth.corruptions` and `icreward.synth.failures` (channel permutation, sensor noise, block rearrangement,
+`icreward.synth.frame_failures` and `icreward.synth.failures` (channel permutation, sensor noise, block rearrangement,
 DCT compression, mirroring, occlusion, inversion, frame order, reframing, toon rendering, blown highlights), so the
 accuracy on them measures how a reward generalises to failures it was not trained on. Each is
 `fn(video [T,3,H,W] in [0,1], severity, rng) -> video [T,3,H,W] in [0,1]`, deterministic for an RNG state: frame 0
@@ -14,6 +14,7 @@ moves the video further from the original.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from icreward.scorer import Scorer
+from icreward.interface import Scorer
+from icreward.rules import LUMA
+from icreward.scoring.engine import score_tensors
 
 Corruption = Callable[[torch.Tensor, float, np.random.Generator], torch.Tensor]
-LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B in grey
 
 
 def growth(frames: int, severity: float) -> torch.Tensor:
@@ -326,24 +328,6 @@ def build_real_i2v_tests(
     return cases
 
 
-def _score_once(scorer: Scorer, pairs: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> list[float]:
-    """Rewards of (image `(3,H,W)`, video `(T,3,h,w)`) pairs, in order; pairs with equal shapes share batches."""
-    device = next((p.device for p in scorer.parameters()), torch.device("cpu"))
-    groups: dict[tuple, list[int]] = {}
-    for i, (image, video) in enumerate(pairs):
-        groups.setdefault((tuple(image.shape), tuple(video.shape)), []).append(i)
-    rewards = [0.0] * len(pairs)
-    with torch.no_grad():
-        for indices in groups.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                images = torch.stack([pairs[i][0] for i in chunk]).to(device)  # (B, 3, H, W)
-                videos = torch.stack([pairs[i][1] for i in chunk]).to(device)  # (B, T, 3, h, w)
-                for i, r in zip(chunk, scorer(images, videos).float().cpu().tolist(), strict=True):
-                    rewards[i] = r
-    return rewards
-
-
 def _accuracy(rows: list[dict]) -> float | None:
     return float(np.mean([r["credit"] for r in rows])) if rows else None
 
@@ -369,7 +353,8 @@ def evaluate_real_i2v(scorer: Scorer, cases: Sequence[Case], batch_size: int = 8
             if key not in index:
                 index[key] = len(pairs)
                 pairs.append((case.image, video))
-    rewards = _score_once(scorer, pairs, batch_size)
+    scored = score_tensors(scorer, [p[0] for p in pairs], [p[1] for p in pairs], batch_size=batch_size)
+    rewards = [math.nan if r is None else r for r in scored]  # a reward that is not finite earns no credit
     rows = []
     for case in cases:
         good, bad = (rewards[index[(id(case.image), id(v))]] for v in (case.preferred, case.other))
@@ -412,7 +397,9 @@ def sampling_stability(scorer: Scorer, root: str | Path, frames: Sequence[int] =
         videos = {t: load_video(rec.video, num_frames=t, max_side=max_side) for t in frames}
         pairs += [(image, videos[t]) for t in frames] + [(image, videos[top].flip(0))]
     scorer.eval()
-    scores = np.array(_score_once(scorer, pairs, batch_size=8)).reshape(len(records), len(frames) + 1)
+    scores = np.array(
+        score_tensors(scorer, [p[0] for p in pairs], [p[1] for p in pairs], batch_size=8), dtype=float
+    ).reshape(len(records), len(frames) + 1)
     at_top = scores[:, list(frames).index(top)]
     return {
         "ids": [r.id for r in records],

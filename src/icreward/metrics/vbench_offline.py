@@ -8,11 +8,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from icreward.interface import register_metric
 from icreward.metrics.base import Embedder, resize_to
 from icreward.metrics.vbench import VBenchI2V
-from icreward.scorer import register_metric
-
-LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B in grey
+from icreward.rules import LUMA
 
 
 class PixelEmbedder(Embedder):

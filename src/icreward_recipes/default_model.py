@@ -1,6 +1,6 @@
 """The recipe of the shipped default model (`icreward.load("default")`), reproducible from scratch on a CPU.
 
-    python -m icreward.training.default_model [--work build/default-model] [--out src/icreward/default_model]
+    python -m icreward_recipes.default_model --work build/default-model --out OUT_DIR [--real-i2v ../shared/real-i2v]
 
 (`make default-model` runs it.) Steps, all seeded:
   1. `icreward synth` data: `n_sources` procedural scenes, every failure mode, most scenes in the training split;
@@ -8,7 +8,7 @@
   3. IC-Reward with the monotone evidence branch on the weight-free `patch-features` encoder, trained with the
      Bradley-Terry-with-ties loss, early stopping on the validation split;
   4. evaluation on the recipe's own test split (scenes never trained on) and, where `../shared/real-i2v` (or
-     `--real-i2v`) holds real I2V pairs, on the real-video robustness check of `icreward.robustness`;
+     `--real-i2v`) holds real I2V pairs, on the real-video robustness check of `icreward.evaluation.robustness`;
   5. the checkpoint (config.json, model.safetensors) and `card.json` (recipe, data, results, timings) written
      atomically to `--out`; the scoring frame count is set to `score_frames`.
 """
@@ -23,9 +23,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-REPO = Path(__file__).resolve().parents[3]
-DEFAULT_REAL_I2V = REPO.parent / "shared" / "real-i2v"
 
 
 @dataclass
@@ -65,19 +62,19 @@ def synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None) ->
 
 def evaluate_checkpoint(checkpoint: Path, test_manifest: Path, real_i2v: Path | None) -> dict[str, Any]:
     """Pair accuracy on the synthetic test split and, where given, the real I2V robustness results."""
-    import icreward
-    from icreward.evaluation.run import pair_labels, reward_pairs
+    from icreward.evaluation.evaluate import pair_labels, reward_pairs
     from icreward.evaluation.stats import pair_accuracy
+    from icreward.loading import load
     from icreward.manifest import load_manifest
 
-    model = icreward.load(str(checkpoint))
+    model = load(str(checkpoint))
     test = load_manifest(test_manifest, require_labels=True)
     rewards = reward_pairs(model, test, batch_size=16, device="cpu")
     labels = pair_labels(test)
     accuracy = pair_accuracy(rewards[:, 0] - rewards[:, 1], labels)
     results: dict[str, Any] = {"synth_test": {"n_pairs": int((labels != 0).sum()), "pair_accuracy": accuracy}}
     if real_i2v is not None and (real_i2v / "manifest.jsonl").is_file():
-        from icreward.robustness import build_real_i2v_tests, evaluate_real_i2v
+        from icreward.evaluation.robustness import build_real_i2v_tests, evaluate_real_i2v
 
         real = evaluate_real_i2v(model, build_real_i2v_tests(real_i2v, seed=0))
         results["real_i2v"] = {k: v for k, v in real.items() if k != "rows"}
@@ -90,13 +87,13 @@ def _count_lines(path: Path) -> int:
 
 
 def make_default_model(
-    recipe: DefaultRecipe, work: str | Path, out: str | Path, real_i2v: Path | None = DEFAULT_REAL_I2V
+    recipe: DefaultRecipe, work: str | Path, out: str | Path, real_i2v: Path | None = None
 ) -> dict[str, Any]:
     """Run the recipe; returns the card written beside the checkpoint in `out`."""
-    import icreward
     from icreward.atomic import atomic_dir
+    from icreward.loading import load
     from icreward.training import TrainConfig, train
-    from icreward.training.experiment import expand_pairs
+    from icreward_recipes.study import expand_pairs
 
     work, out = Path(work), Path(out)
     start = time.perf_counter()
@@ -123,7 +120,7 @@ def make_default_model(
     result = train(config, str(train_path), str(data / "val.jsonl"))
     train_seconds = time.perf_counter() - start - synth_seconds
 
-    model = icreward.load(str(result.out_dir))
+    model = load(str(result.out_dir))
     model.config.num_frames = model.num_frames = recipe.score_frames
     card = {
         "recipe": dataclasses.asdict(recipe),
@@ -148,9 +145,9 @@ def make_default_model(
 def main(argv: list[str] | None = None) -> int:
     defaults = DefaultRecipe()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path("build/default-model"), help="data and run folder")
-    parser.add_argument("--out", type=Path, default=REPO / "src" / "icreward" / "default_model")
-    parser.add_argument("--real-i2v", type=Path, default=DEFAULT_REAL_I2V, help="real pairs for the check")
+    parser.add_argument("--work", type=Path, required=True, help="data and run folder")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (replaced atomically)")
+    parser.add_argument("--real-i2v", type=Path, default=None, help="folder of real pairs (manifest.jsonl) to check on")
     parser.add_argument("--n-sources", type=int, default=defaults.n_sources)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)

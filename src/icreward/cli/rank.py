@@ -1,0 +1,53 @@
+"""`icreward rank`: best-of-N, the videos of one image sorted by reward; unreadable videos last, with their error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from icreward.cli.common import add_model_option
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("rank", help="best-of-N: rank several videos of one image by reward")
+    p.add_argument("--image", required=True, help="conditioning image (decoded and encoded once)")
+    p.add_argument("--videos", nargs="+", required=True, help="candidate videos of that image")
+    add_model_option(p)
+    p.add_argument("--json", action="store_true", help='print {"image", "model", "ranking": [...]} instead of a table')
+    p.add_argument("--top", type=int, default=None, help="show only the K best")
+    p.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    for flag, value in (("--top", args.top), ("--num-frames", args.num_frames), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            print(f"icreward rank: {flag} must be at least 1, got {value}", file=sys.stderr)
+            return 2
+    import torch
+
+    from icreward.loading import load
+    from icreward.scoring import rank_videos
+
+    torch.manual_seed(0)
+    scorer = load(args.model)
+    ranking = rank_videos(
+        scorer, args.image, args.videos, args.batch_size, num_frames=args.num_frames, device=args.device
+    )
+    shown = ranking[: args.top] if args.top else ranking
+    if args.json:
+        entries = [
+            {"video": video, "reward": reward, "rank": rank, **({"error": error} if error else {})}
+            for rank, (video, reward, error) in enumerate(shown, start=1)
+        ]
+        print(json.dumps({"image": args.image, "model": args.model, "ranking": entries}))
+    else:
+        for rank, (video, reward, error) in enumerate(shown, start=1):
+            print(f"{rank:>4}  {reward:>10.6f}  {video}" if error is None else f"{rank:>4}  {'error':>10}  {error}")
+    for _, _, error in ranking[len(shown) :]:  # failures that --top left out of the table
+        if error:
+            print(f"icreward rank: could not score {error}", file=sys.stderr)
+    return 1 if any(error for _, _, error in ranking) else 0

@@ -1,0 +1,98 @@
+"""`icreward score`: one (image, video) pair, or every line of a manifest into a JSONL file (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from icreward.cli.common import add_model_option
+from icreward.errors import IcrewardError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("score", help="score one (image, video) pair or every line of a manifest")
+    p.add_argument("--image", help="conditioning image")
+    p.add_argument("--video", help="generated video")
+    p.add_argument("--manifest", help="JSONL/CSV manifest of pointwise or pair records")
+    p.add_argument("--out", help="output JSONL (required with --manifest): one line per input line")
+    add_model_option(p)
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare reward")
+    p.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the results already in --out (and in its .partial.jsonl side file) and score only the rest",
+    )
+    p.add_argument(
+        "--flush-every", type=int, default=64, help="fsync finished results to the side file every N (default: 64)"
+    )
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    single = args.image is not None or args.video is not None
+    if single == (args.manifest is not None):
+        print("icreward score: give either --image and --video, or --manifest and --out", file=sys.stderr)
+        return 2
+    if single and (args.image is None or args.video is None):
+        print("icreward score: --image and --video go together", file=sys.stderr)
+        return 2
+    if not single and args.out is None:
+        print("icreward score: --manifest needs --out", file=sys.stderr)
+        return 2
+    import torch
+
+    from icreward.loading import load
+
+    torch.manual_seed(0)
+    scorer = load(args.model)
+    if single:
+        return _score_pair(scorer, args)
+    return _score_manifest(scorer, args)
+
+
+def _score_pair(scorer, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from icreward.scoring import Item, score_items
+
+    item = Item("single", Path(args.image), Path(args.video))
+    (result,) = score_items(scorer, [item], num_frames=args.num_frames, device=args.device, progress=False)
+    if result.error:
+        raise IcrewardError(result.error)
+    if args.json:
+        print(json.dumps({"image": args.image, "video": args.video, "model": args.model, "reward": result.reward}))
+    else:
+        print(f"{result.reward:.6f}")
+    return 0
+
+
+def _score_manifest(scorer, args: argparse.Namespace) -> int:
+    from icreward.scoring import partial_path, score_manifest_to_file
+
+    try:
+        records = score_manifest_to_file(
+            scorer,
+            args.manifest,
+            args.out,
+            resume=args.resume,
+            flush_every=args.flush_every,
+            log=lambda msg: print(msg, file=sys.stderr),
+            batch_size=args.batch_size,
+            num_frames=args.num_frames,
+            device=args.device,
+        )
+    except KeyboardInterrupt:
+        side = partial_path(args.out)
+        if side.is_file():
+            print(f"finished results are in {side}; run again with --resume to go on", file=sys.stderr)
+        raise
+    n_err = sum("error" in r for r in records)
+    print(f"scored {len(records) - n_err} of {len(records)} lines of {args.manifest} -> {args.out}", file=sys.stderr)
+    for r in records:
+        if "error" in r:
+            print(f"  line {r['line']} (id {r['id']}): {r['error']}", file=sys.stderr)
+    return 0 if n_err == 0 else 1

@@ -1,0 +1,135 @@
+"""`icreward train`: options from the defaults, a config file and flags; one run, one fold, or all k folds."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from icreward.cli.common import json_object
+from icreward.training.config import CACHE_DTYPES, LOSSES, PRECISIONS, TrainConfig, load_config_file, resolve_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train a learned reward (IC-Reward or the MLP baseline); the run folder is a checkpoint",
+        description="Train a reward model. Options come from the defaults, then --config, then these flags. "
+        "Runs on one CPU or GPU, or many under `torchrun --nproc_per_node N -m icreward.cli train ...` "
+        "or `accelerate launch`.",
+    )
+    p.add_argument("--config", help="YAML or JSON file of training options (field names as below, with _)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="training manifest: pair records (pointwise records with --loss mse)")
+    g.add_argument("--val", help="validation manifest: early stopping, score normalisation, tie threshold")
+    g.add_argument("--out", help="run folder (a checkpoint, with train_config.json, metrics.csv, last/)")
+    g.add_argument("--tie-margin", type=float, help=f"|score_a - score_b| that is a tie (default: {d.tie_margin})")
+    g.add_argument("--skip-bad", action="store_true", default=None, help="skip invalid manifest lines, listed")
+    g.add_argument("--num-workers", type=int, help=f"DataLoader processes decoding media (default: {d.num_workers})")
+    g.add_argument("--kfold", type=int, help="k-fold cross-validation by source image: RUN_DIR/fold-<i>/, kfold.json")
+    g.add_argument("--fold", type=int, help="with --kfold: run only this fold (0-based)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model-type", choices=["icreward", "mlp"], help=f"(default: {d.model_type})")
+    g.add_argument("--backbone", help=f"backbone registry name, e.g. hf:facebook/dinov2-small (default: {d.backbone})")
+    g.add_argument("--backbone-kwargs", type=json_object, help="JSON object of backbone factory arguments")
+    g.add_argument(
+        "--backbone-policy", help=f"frozen | last-<k> | lora | lora-r<rank> | full (default: {d.backbone_policy})"
+    )
+    g.add_argument("--model-kwargs", dest="model", type=json_object, help='JSON model config fields: {"d_model": 64}')
+    g.add_argument("--num-frames", type=int, help=f"frames sampled per video (default: {d.num_frames})")
+    g = p.add_argument_group("objective")
+    g.add_argument("--loss", choices=LOSSES, help=f"(default: {d.loss})")
+    g.add_argument("--theta", type=float, help=f"tie parameter of the BTT loss (default: {d.theta})")
+    g.add_argument(
+        "--contrastive-weight",
+        type=float,
+        help="in-batch contrastive term added to the loss (default: 0; 1 alone for --loss contrastive)",
+    )
+    g.add_argument("--contrastive-temperature", type=float, help=f"(default: {d.contrastive_temperature})")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help=f"(default: {d.epochs})")
+    g.add_argument("--batch-size", type=int, help=f"pairs per process and step (default: {d.batch_size})")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default: {d.lr})")
+    g.add_argument(
+        "--backbone-lr", type=float, help="peak learning rate of trainable backbone parameters (default: --lr)"
+    )
+    g.add_argument(
+        "--weight-decay", type=float, help=f"AdamW decay, not on biases/norms/embeddings (default: {d.weight_decay})"
+    )
+    g.add_argument(
+        "--warmup-ratio", type=float, help=f"linear warm-up fraction, then cosine decay (default: {d.warmup_ratio})"
+    )
+    g.add_argument("--grad-clip", type=float, help=f"max gradient norm, 0 for none (default: {d.grad_clip})")
+    g.add_argument("--seed", type=int, help=f"(default: {d.seed})")
+    g.add_argument(
+        "--patience", type=int, help="early stopping: epochs without a better val pair accuracy (default: off)"
+    )
+    g = p.add_argument_group("hardware and run control")
+    g.add_argument(
+        "--precision", choices=PRECISIONS, help=f"auto = bf16 where the hardware has it (default: {d.precision})"
+    )
+    g.add_argument("--cpu", action="store_true", default=None, help="train on the CPU even where a GPU is available")
+    g.add_argument(
+        "--cache-dir", help="feature cache folder (default: $ICREWARD_CACHE/features or ~/.cache/icreward/features)"
+    )
+    g.add_argument(
+        "--no-cache", dest="cache", action="store_false", default=None, help="no feature cache (frozen backbone)"
+    )
+    g.add_argument("--cache-dtype", choices=CACHE_DTYPES, help=f"stored token precision (default: {d.cache_dtype})")
+    g.add_argument("--resume", action="store_true", default=None, help="continue the interrupted run in --out")
+    g.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier run's files in --out")
+    g.add_argument("--save-every", type=int, help="also save the resume state every N steps (default: each epoch)")
+    g.add_argument(
+        "--log-every", type=int, help=f"metrics.csv step row every N steps, 0 = epochs only (default: {d.log_every})"
+    )
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    g.add_argument(
+        "--no-tensorboard", dest="tensorboard", action="store_false", default=None, help="no TensorBoard events"
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The resolved config: defaults, then `--config`'s values, then the flags given (argparse leaves others None)."""
+    flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
+    file_values = load_config_file(args.config) if getattr(args, "config", None) else None
+    return resolve_config(file_values, flags, source=args.config or "command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    config = config_from_args(args)
+    try:
+        return _run(config)
+    finally:
+        if dist.is_available() and dist.is_initialized():  # a clean exit under torchrun needs this
+            dist.destroy_process_group()
+
+
+def _run(config: TrainConfig) -> int:
+    from accelerate.state import PartialState
+
+    if config.kfold:
+        from icreward.training.kfold import aggregate_folds, format_aggregate, train_kfold
+
+        results = train_kfold(config)
+        if PartialState().is_main_process:
+            print(format_aggregate(aggregate_folds(results)))
+        return 0
+    from icreward.training.trainer import train
+
+    result = train(config)
+    if PartialState().is_main_process:
+        summary = {
+            "out": str(result.out_dir),
+            "best_epoch": result.best_epoch,
+            "best_val_pair_accuracy": result.best_val_accuracy,
+            "val_pair_accuracy_ties": result.val_accuracy_ties,
+            "tie_threshold": result.tie_threshold,
+            "steps": result.steps,
+            "stopped_early": result.stopped_early,
+        }
+        print(json.dumps(summary))
+    return 0

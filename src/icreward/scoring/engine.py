@@ -1,0 +1,188 @@
+"""The scoring engine: rewards for (image, video) items given as files (`score_items`) or as tensors
+(`score_tensors`), by one scorer or by several at once (an ensemble decodes each video once for all its members).
+
+Every caller scores through here: `icreward score` and `rank`, `eval`, the study, the robustness check and the server.
+Media are decoded in background threads while the model runs, a bounded number ahead, and items whose tensors have
+equal shapes share a forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from icreward.errors import IcrewardError
+from icreward.interface import Scorer
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+NOT_FINITE = "reward is not finite"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One (image, video) to score; `key` identifies it in the results."""
+
+    key: str
+    image: Path
+    video: Path
+
+
+@dataclass
+class ItemResult:
+    """The rewards of one item, one per scorer in the order given (None where not finite), or why there are none."""
+
+    key: str
+    rewards: tuple[float | None, ...] = ()
+    error: str | None = None
+
+    @property
+    def reward(self) -> float | None:
+        """The reward of the first (with one scorer: the) scorer."""
+        return self.rewards[0] if self.rewards else None
+
+
+def prefetch(fn: Callable[[_In], _Out], inputs: Iterable[_In], pool: ThreadPoolExecutor, ahead: int) -> Iterator[_Out]:
+    """`map(fn, inputs)` run in `pool`, in order, with at most `ahead` calls in flight or finished and not yet taken,
+    so decoded media never pile up in memory when the model is slower than the decoders."""
+    queued: deque = deque()
+    for x in inputs:
+        queued.append(pool.submit(fn, x))
+        if len(queued) >= ahead:
+            yield queued.popleft().result()
+    while queued:
+        yield queued.popleft().result()
+
+
+def shape_batches(shapes: Sequence[Hashable], batch_size: int) -> list[list[int]]:
+    """Indices of `shapes` grouped into batches of at most `batch_size` equal shapes, groups in first-seen order."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(shape, []).append(i)
+    return [idx[i : i + batch_size] for idx in groups.values() for i in range(0, len(idx), batch_size)]
+
+
+def batch_rewards(
+    scorer: Scorer, images: Sequence[torch.Tensor], videos: Sequence[torch.Tensor], device: str | torch.device = "cpu"
+) -> list[float | None]:
+    """Rewards of same-shape `[3,H,W]` images and `[T,3,H,W]` videos in one forward pass; None where not finite."""
+    with torch.no_grad():
+        rewards = scorer(torch.stack(list(images)).to(device), torch.stack(list(videos)).to(device))  # (B,)
+    return [r if math.isfinite(r) else None for r in rewards.float().cpu().tolist()]
+
+
+def score_tensors(
+    scorer: Scorer,
+    images: Sequence[torch.Tensor],
+    videos: Sequence[torch.Tensor],
+    *,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+) -> list[float | None]:
+    """Rewards of in-memory pairs (`images[i]` `[3,H,W]` with `videos[i]` `[T,3,H,W]`, in [0, 1]), in order.
+
+    Pairs of equal shapes share batches of up to `batch_size`; `device` defaults to the scorer's own.
+    """
+    if len(images) != len(videos):
+        raise ValueError(f"{len(images)} images for {len(videos)} videos")
+    if device is None:
+        device = next((p.device for p in scorer.parameters()), torch.device("cpu"))
+    rewards: list[float | None] = [None] * len(images)
+    shapes = [(tuple(i.shape), tuple(v.shape)) for i, v in zip(images, videos, strict=True)]
+    for batch in shape_batches(shapes, batch_size):
+        out = batch_rewards(scorer, [images[i] for i in batch], [videos[i] for i in batch], device)
+        for i, r in zip(batch, out, strict=True):
+            rewards[i] = r
+    return rewards
+
+
+def _media_loader(num_frames: int, max_side: int | None):
+    from icreward.media import load_image, load_video
+
+    @lru_cache(maxsize=64)  # the same conditioning image recurs across pairs and videos
+    def image(path: Path) -> torch.Tensor:
+        return load_image(path, max_side=max_side)
+
+    def load(item: Item) -> tuple[Item, torch.Tensor | None, torch.Tensor | None, str | None]:
+        try:
+            return item, image(item.image), load_video(item.video, num_frames=num_frames, max_side=max_side), None
+        except IcrewardError as e:
+            return item, None, None, str(e)
+
+    return load
+
+
+def _sampling(scorers: Sequence[Scorer], num_frames: int | None) -> tuple[int, int | None]:
+    """The frame count and decode size that every scorer of an ensemble reads its videos at."""
+    frames = {num_frames or s.num_frames for s in scorers}
+    sides = {s.max_side for s in scorers}
+    if len(frames) > 1 or len(sides) > 1:
+        raise ValueError(
+            f"the scorers sample videos differently (frames {sorted(frames)}, sizes {sides}); "
+            "score them separately or give num_frames"
+        )
+    return frames.pop(), sides.pop()
+
+
+def score_items(
+    scorers: Scorer | Sequence[Scorer],
+    items: Sequence[Item],
+    *,
+    batch_size: int = 8,
+    num_frames: int | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> Iterator[ItemResult]:
+    """Yield one result per item, in order, with one reward per scorer (several scorers: each video decoded once).
+
+    Consecutive items whose image and video tensors have the same shapes are scored as one batch; an item whose
+    media cannot be read, or whose reward is not finite, yields a result with `error` set and the rest go on.
+    """
+    from tqdm.auto import tqdm
+
+    scorers = [scorers] if isinstance(scorers, Scorer) else list(scorers)
+    load = _media_loader(*_sampling(scorers, num_frames))
+    scorers = [s.to(device).eval() for s in scorers]
+    bar = tqdm(
+        total=len(items),
+        desc=f"scoring ({', '.join(dict.fromkeys(s.name for s in scorers))})",
+        unit="video",
+        disable=None if progress else True,
+        file=sys.stderr,
+        mininterval=1.0,
+    )
+    pending: list[tuple[Item, torch.Tensor, torch.Tensor]] = []
+
+    def flush() -> Iterator[ItemResult]:
+        if not pending:
+            return
+        images, videos = [p[1] for p in pending], [p[2] for p in pending]
+        per_scorer = [batch_rewards(s, images, videos, device) for s in scorers]  # (S, B)
+        for (item, _, _), rewards in zip(pending, zip(*per_scorer, strict=True), strict=True):
+            yield ItemResult(item.key, rewards, NOT_FINITE if None in rewards else None)
+        bar.update(len(pending))
+        pending.clear()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for item, image, video, error in prefetch(load, items, pool, ahead=2 * batch_size):
+            if error is not None:
+                yield from flush()
+                bar.update(1)
+                yield ItemResult(item.key, error=error)
+                continue
+            if pending and (pending[0][1].shape != image.shape or pending[0][2].shape != video.shape):
+                yield from flush()
+            pending.append((item, image, video))
+            if len(pending) >= batch_size:
+                yield from flush()
+        yield from flush()
+    bar.close()

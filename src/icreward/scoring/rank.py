@@ -1,0 +1,68 @@
+"""Best-of-N: several candidate videos of one image sorted by reward (`icreward rank`, the server's `/rank`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from icreward.errors import IcrewardError
+from icreward.interface import Scorer
+from icreward.scoring.engine import NOT_FINITE, prefetch
+
+
+def rank_videos(
+    scorer: Scorer,
+    image: str | Path | torch.Tensor,
+    videos: Sequence[str | Path],
+    batch_size: int = 8,
+    *,
+    num_frames: int | None = None,
+    device: str | torch.device = "cpu",
+) -> list[tuple[str, float | None, str | None]]:
+    """Best-of-N: `videos` of one `image` sorted by reward, highest first, as `(video, reward, error)`.
+
+    The image is decoded once (or given as a `[3,H,W]` tensor in [0, 1]) and scored against batches of videos with
+    `scorer.rewards_for_image` (a learned model encodes it once for all of them). A video that cannot be read comes
+    last with reward None and its error; equal rewards keep input order. An image that cannot be read raises
+    `MediaError`.
+    """
+    from icreward.media import load_image, load_video
+
+    scorer = scorer.to(device).eval()
+    frames = num_frames or scorer.num_frames
+    if not isinstance(image, torch.Tensor):
+        image = load_image(image, max_side=scorer.max_side)
+    image = image.to(device)
+    rewards: list[float | None] = [None] * len(videos)
+    errors: list[str | None] = [None] * len(videos)
+    pending: dict[tuple, list[tuple[int, torch.Tensor]]] = {}  # video shape -> (index, video) waiting for a batch
+
+    def flush(shape: tuple) -> None:
+        batch = pending.pop(shape)
+        clips = torch.stack([v for _, v in batch]).to(device)  # (B, T, 3, H, W)
+        with torch.no_grad():
+            out = scorer.rewards_for_image(image, clips)  # (B,)
+        for (i, _), r in zip(batch, out.float().cpu().tolist(), strict=True):
+            rewards[i], errors[i] = (r, None) if math.isfinite(r) else (None, NOT_FINITE)
+
+    def load(i: int) -> tuple[int, torch.Tensor | None]:
+        try:
+            return i, load_video(videos[i], num_frames=frames, max_side=scorer.max_side)
+        except IcrewardError as e:
+            errors[i] = str(e)
+            return i, None
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for i, video in prefetch(load, range(len(videos)), pool, ahead=2 * batch_size):
+            if video is not None:
+                pending.setdefault(tuple(video.shape), []).append((i, video))
+                if len(pending[tuple(video.shape)]) >= batch_size:
+                    flush(tuple(video.shape))
+    for shape in list(pending):
+        flush(shape)
+    order = sorted(range(len(videos)), key=lambda i: (rewards[i] is None, -(rewards[i] or 0.0), i))
+    return [(str(videos[i]), rewards[i], errors[i]) for i in order]
