@@ -23,7 +23,7 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/icreward experiment --out reports/demo
 
-# Retrain the shipped default model from scratch (synthetic data, training, evaluation; about 20 minutes on 2 CPU
+# Retrain the shipped default model from scratch (synthetic data, training, evaluation; about 45 minutes on 2 CPU
 # cores) into src/icreward/default_model, with its card.json. Data and run files go to build/default-model.
 default-model: venv
 	$(PY) -m icreward_recipes.default_model --work build/default-model --out src/icreward/default_model \

@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"timing scoring from the files under {args.root}", start)
     items, file_times = time_files(args.root, scorers, b, frames, args.repeats)
 
-    from icreward.training.setup import cpu_has_native_bf16
+    from icreward.training.trainer import cpu_has_native_bf16
 
     print(
         f"\nVideos scored per second: `{args.model}` vs `{METRIC}`, both on `{backbone}`"

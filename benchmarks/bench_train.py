@@ -25,7 +25,7 @@ from PIL import Image
 from icreward.manifest import write_manifest
 from icreward.media import write_video
 from icreward.training import TrainConfig, train
-from icreward.training.setup import cpu_has_native_bf16
+from icreward.training.trainer import cpu_has_native_bf16
 
 
 def make_dataset(root: Path, n_pairs: int, frames: int, side: int, seed: int = 0) -> Path:

@@ -30,9 +30,25 @@ def test_the_default_model_ships_inside_the_package(model):
     assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "card.json"}
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 20 * 2**20
     card = json.loads((folder / "card.json").read_text())
-    assert card["recipe"]["model"] == {k: getattr(model.config, k) for k in card["recipe"]["model"]}
+    dropped = card["training"]["attention_head_ablation"]["head_dropped"]
+    assert model.config.head == ("none" if dropped else "attention")  # what the recipe's ablation decided ships
+    assert "config" not in model.config.training  # provenance only, no run paths
+    assert not any("/tmp" in str(v) for v in model.config.training.values())
     assert model.config.backbone == "patch-features"  # weight-free encoder: nothing to download
     assert model.config.tie_threshold is not None and model.config.score_std > 0
+
+
+@pytest.mark.slow
+def test_the_card_describes_the_code_that_loads_the_checkpoint(model, tmp_path):
+    """The card's `check` (rewards on a small fixed synthetic set) recomputed with the current code: a change to
+    the model code, the media pipeline or the synthetic engine that moves the shipped rewards fails here."""
+    from icreward_recipes.default_model import card_check
+
+    card = json.loads((default_checkpoint() / "card.json").read_text())
+    check = card_check(model, tmp_path)
+    assert check["synth"] == card["check"]["synth"] and check["n_pairs"] == card["check"]["n_pairs"]
+    assert torch.allclose(torch.tensor(check["rewards"]), torch.tensor(card["check"]["rewards"]), atol=2e-6)
+    assert check["pair_accuracy"] == pytest.approx(card["check"]["pair_accuracy"], abs=1e-9)
 
 
 def test_the_default_model_is_differentiable_and_deterministic(model):
@@ -114,16 +130,15 @@ def test_the_recipe_trains_and_writes_a_loadable_checkpoint_with_its_card(tmp_pa
     assert json.loads((tmp_path / "out" / "card.json").read_text()) == card
     assert card["data"]["train_all_pairs"] > card["data"]["train"] > 0
     assert 0 <= card["results"]["synth_test"]["pair_accuracy"] <= 1 and "real_i2v" not in card["results"]
+    ablation = card["training"]["attention_head_ablation"]  # the head ships only where it ranks validation better
+    assert loaded.config.head == ("none" if ablation["head_dropped"] else "attention")
+    assert ablation["head_dropped"] == (
+        ablation["val_pair_accuracy_without_head"] >= ablation["val_pair_accuracy_with_head"]
+    )
+    assert card["check"]["n_pairs"] == len(card["check"]["rewards"]) > 0
     assert not list(tmp_path.glob(".out.*"))  # no partial folder left beside the checkpoint
     again = make_default_model(recipe, tmp_path / "work2", tmp_path / "out2", real_i2v=None)  # from scratch
     for name in ("model.safetensors", "config.json"):  # the seed fixes data, training and the written files
         first, second = ((tmp_path / out / name).read_bytes() for out in ("out", "out2"))
-        assert first == second or name == "config.json" and _without_paths(first) == _without_paths(second)
+        assert first == second, name  # config.json's training provenance names no folder: it is the same too
     assert again["results"] == card["results"]
-
-
-def _without_paths(config_bytes: bytes) -> dict:
-    """A checkpoint's config.json without the run folder it names (the one thing two identical runs differ in)."""
-    config = json.loads(config_bytes)
-    config["training"]["config"].pop("out")
-    return config

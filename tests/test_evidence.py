@@ -15,11 +15,8 @@ from icreward.models.evidence import (
     EvidenceReadout,
     consistency_evidence,
     evidence_names,
-    token_groups,
 )
 from icreward.models.icreward_model import ICRewardConfig
-from icreward.training import TrainConfig
-from icreward.training.setup import parameter_groups
 
 
 def scene(h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:
@@ -55,7 +52,7 @@ def backbone():
 
 
 def test_features_are_named_and_shaped(backbone):
-    groups = token_groups(backbone)
+    groups = backbone.token_groups
     assert [g[0] for g in groups] == ["colour", "contrast", "edges", "energy"]
     assert groups[-1][2] == backbone.dim  # the groups cover every channel
     image = scene()
@@ -70,7 +67,7 @@ def test_features_are_named_and_shaped(backbone):
 def test_a_video_of_the_image_itself_shows_no_distance(backbone):
     image = scene()
     img, vid = tokens(backbone, image, image.expand(5, -1, -1, -1))
-    features = consistency_evidence(img, vid, token_groups(backbone))
+    features = consistency_evidence(img, vid, backbone.token_groups)
     assert (features < math.log(2 * EPS)).all()  # every distance (and the jitter of a still video) is below EPS
 
 
@@ -86,7 +83,7 @@ def test_a_video_of_the_image_itself_shows_no_distance(backbone):
 def test_every_corruption_lowers_the_reward_whatever_the_weights(backbone, corrupt):
     image = scene(seed=1)
     video = panning(image, 6)
-    readout = EvidenceReadout(token_groups(backbone))
+    readout = EvidenceReadout(backbone.token_groups)
     for seed in range(3):
         with torch.no_grad():
             readout.weight.copy_(torch.randn(readout.weight.shape, generator=torch.Generator().manual_seed(seed)) * 3)
@@ -98,11 +95,11 @@ def test_every_corruption_lowers_the_reward_whatever_the_weights(backbone, corru
 
 def test_jitter_reads_flicker_and_not_the_frame_count(backbone):
     image = scene(seed=2)
-    names = evidence_names(token_groups(backbone))
+    names = evidence_names(backbone.token_groups)
     jitter = [i for i, n in enumerate(names) if n.endswith("jitter/mean")]
 
     def jitter_of(video):
-        return consistency_evidence(*tokens(backbone, image, video), token_groups(backbone))[0, jitter]
+        return consistency_evidence(*tokens(backbone, image, video), backbone.token_groups)[0, jitter]
 
     smooth8, smooth16 = jitter_of(panning(image, 8, shift=16)), jitter_of(panning(image, 16, shift=16))
     gain = 0.6 + 0.4 * torch.rand(16, generator=torch.Generator().manual_seed(0))  # exposure drawn afresh per frame
@@ -115,18 +112,18 @@ def test_jitter_reads_flicker_and_not_the_frame_count(backbone):
 def test_short_videos_have_no_jitter_and_still_score(backbone):
     image = scene()
     img, vid = tokens(backbone, image, panning(image, 2))
-    features = consistency_evidence(img, vid, token_groups(backbone))
-    names = evidence_names(token_groups(backbone))
+    features = consistency_evidence(img, vid, backbone.token_groups)
+    names = evidence_names(backbone.token_groups)
     assert all(features[0, i] == math.log(EPS) for i, n in enumerate(names) if "/jitter/" in n)
 
 
 def test_backbones_without_groups_compare_whole_tokens_by_cosine():
     backbone = build_backbone("tiny-vit")
-    assert token_groups(backbone) == [("token", 0, backbone.dim, "cosine")]
+    assert backbone.token_groups == [("token", 0, backbone.dim, "cosine")]
     size = backbone.preprocess_config.crop
     image = torch.rand(3, size, size)
     img, vid = tokens(backbone, image, image.expand(4, -1, -1, -1) * 0.5)
-    assert torch.isfinite(consistency_evidence(img, vid, token_groups(backbone))).all()
+    assert torch.isfinite(consistency_evidence(img, vid, backbone.token_groups)).all()
 
 
 def test_readout_rejects_a_floor_above_its_start():
@@ -143,7 +140,7 @@ def _model(**kwargs) -> ICRewardModel:
 
 def test_head_bound_limits_what_the_head_adds():
     image, video = scene()[None], panning(scene(), 6)[None]
-    evidence_only = _model(head_bound=0.0)
+    evidence_only = _model(head="none")
     full = _model(head_bound=0.5)
     with torch.no_grad():
         for p in full.ic_head.parameters():  # a head with large weights still adds at most the bound
@@ -156,7 +153,7 @@ def test_head_bound_limits_what_the_head_adds():
 
 
 def test_gradients_reach_the_video_pixels_through_the_evidence():
-    model = _model(head_bound=0.0)
+    model = _model(head="none")
     video = panning(scene(), 6)[None].requires_grad_(True)
     model(scene()[None], video).sum().backward()
     assert video.grad is not None and video.grad.abs().sum() > 0 and torch.isfinite(video.grad).all()
@@ -164,7 +161,7 @@ def test_gradients_reach_the_video_pixels_through_the_evidence():
 
 def test_the_evidence_weights_train_faster_than_the_head():
     model = _model(head_bound=1.0)
-    groups = parameter_groups(model, TrainConfig(lr=1e-3))
+    groups = model.param_groups(lr=1e-3, weight_decay=0.05)
     fast = [g for g in groups if any(p is model.evidence.weight for p in g["params"])]
     assert len(fast) == 1 and fast[0]["lr"] == pytest.approx(1e-3 * EvidenceReadout.lr_scale)
     assert fast[0]["params"] == [model.evidence.weight] and fast[0]["weight_decay"] == 0.0

@@ -348,3 +348,49 @@ def test_token_match_features_find_moved_and_missing_content():
     torch.testing.assert_close(best[:2], torch.ones(2, 16))  # every token of the image is found, moved or not
     torch.testing.assert_close(same[0], torch.ones(16))
     assert same[1].mean() < 0.9 and best[2].mean() < 0.95  # moved: not in place; foreign: no good match
+
+
+def test_checkpoints_written_before_options_were_fixed_still_load(tmp_path):
+    """config.json of earlier versions carries the now-fixed options (`use_cls`, `match_features`, `pool_readout`,
+    `time_frequencies`) and the whole training config: such a checkpoint loads and scores the same; one that set a
+    fixed option to another value is refused, naming the file."""
+    from icreward.models import ICRewardModel, build_model, load_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("icreward", backbone="tiny-vit", d_model=32, heads=2, depth=1, num_frames=4).eval()
+    model.save_pretrained(tmp_path / "old")
+    config_path = tmp_path / "old" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("head")
+    config |= {"use_cls": True, "match_features": True, "pool_readout": True, "time_frequencies": 8}
+    config["training"] = {"git_sha": "0" * 40, "config": {"out": "/tmp/old-run", "lr": 5e-4}}
+    config_path.write_text(json.dumps(config))
+    loaded = load_checkpoint(tmp_path / "old")
+    assert isinstance(loaded, ICRewardModel) and loaded.config.head == "attention"
+    image, video = torch.rand(2, 3, 32, 32), torch.rand(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(image, video), model(image, video))
+    config_path.write_text(json.dumps(config | {"use_cls": False}))
+    with pytest.raises(IcrewardError, match=r"config\.json.*use_cls"):
+        load_checkpoint(tmp_path / "old")
+
+
+def test_an_evidence_only_model_computes_no_attention_path():
+    from icreward.models import build_model
+
+    torch.manual_seed(0)
+    full = build_model(
+        "icreward", backbone="patch-features", d_model=16, heads=2, depth=1, evidence=True, head_bound=1.0
+    )
+    image, video = torch.rand(2, 3, 64, 64), torch.rand(2, 4, 3, 64, 64)
+    with torch.no_grad():
+        tokens = full.encode(image, video)
+        part = full.attention_part(*tokens)[0]
+        pruned = full.without_attention_head(offset=float(part.mean()))
+        assert pruned.config.head == "none" and not hasattr(pruned, "ic_head") and not hasattr(pruned, "blocks")
+        assert sum(p.numel() for p in pruned.parameters()) == full.evidence.weight.numel()
+        # rewards move only by the head part's deviation from its mean, over score_std
+        expected = full(image, video) - (part - part.mean()) / full.config.score_std
+        assert torch.allclose(pruned(image, video), expected, atol=1e-5)
+    with pytest.raises(IcrewardError, match="head .none. needs evidence"):
+        build_model("icreward", backbone="patch-features", head="none")

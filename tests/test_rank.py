@@ -77,15 +77,16 @@ def test_rank_cli_table_json_and_top(media, capsys):
     args = ["rank", "--image", str(media / "img.png"), "--model", MODEL, "--videos"]
     videos = [str(media / name) for name in ("bad.mp4", "text.mp4", "good.mp4")]
     assert main([*args, *videos]) == 1  # one video could not be read: reported, not fatal
-    table = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in table] == ["1", "2", "3"]
-    assert table[0].endswith("good.mp4") and table[1].endswith("bad.mp4")
-    assert "error" in table[2] and "text.mp4" in table[2]
+    table = [line.split(maxsplit=2) for line in capsys.readouterr().out.splitlines()]  # rank, reward, video
+    assert [(rank, video) for rank, _, video in table[:2]] == [("1", videos[2]), ("2", videos[0])]
+    assert table[2][:2] == ["3", "error"] and "text.mp4" in table[2][2]
     assert main([*args, *videos, "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["image"] == str(media / "img.png") and out["model"] == MODEL
     assert [(e["video"], e["rank"]) for e in out["ranking"]] == [(videos[2], 1), (videos[0], 2), (videos[1], 3)]
     assert out["ranking"][0]["reward"] > out["ranking"][1]["reward"] and out["ranking"][2]["reward"] is None
+    printed = [float(reward) for _, reward, _ in table[:2]]
+    assert printed == pytest.approx([e["reward"] for e in out["ranking"][:2]], abs=1e-6)  # the table's rewards
     assert "text.mp4" in out["ranking"][2]["error"]
     assert main([*args, *videos, "--json", "--top", "1"]) == 1
     captured = capsys.readouterr()

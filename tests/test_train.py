@@ -20,8 +20,7 @@ from icreward.media import write_video
 from icreward.models import load_checkpoint
 from icreward.training import TrainConfig, aggregate_folds, kfold_split, train, train_kfold
 from icreward.training.data import FileDigests, data_hash, epoch_batches
-from icreward.training.setup import cpu_has_native_bf16, parameter_groups, resolve_precision
-from icreward.training.trainer import FAULT_ENV
+from icreward.training.trainer import FAULT_ENV, build_reward_model, cpu_has_native_bf16, resolve_precision
 
 SIDE, T = 32, 8
 ICR = {"d_model": 32, "heads": 2, "depth": 1, "head_queries": 2}
@@ -168,7 +167,23 @@ def test_train_config_records_git_sha_and_data_hash(tmp_path, data):
     assert record["git_sha"] == (git.stdout.strip() if git.returncode == 0 else "unknown")
     assert record["data_sha256"] == data_hash(load_manifest(data["train"]), FileDigests())
     assert record["config"]["seed"] == 0 and record["config"]["model"] == MLP
-    assert load_checkpoint(tmp_path / "run").config.training["data_sha256"] == record["data_sha256"]
+    assert record["config"]["out"] == str(tmp_path / "run")  # the run record keeps the whole config, paths too
+    training = load_checkpoint(tmp_path / "run").config.training
+    assert training["data_sha256"] == record["data_sha256"] and training["seed"] == 0
+    assert training["hyperparameters"]["model"] == MLP and training["hyperparameters"]["lr"] == 3e-3
+    assert "config" not in training and str(tmp_path) not in json.dumps(training)  # provenance only: no paths
+    assert not {"out", "data", "val", "cache_dir", "resume", "overwrite", "num_workers"} & set(
+        training["hyperparameters"]
+    )
+
+
+def test_checkpoints_with_the_old_training_entry_still_load(tmp_path, data):
+    train(config(tmp_path, data, epochs=1))
+    path = tmp_path / "run" / "config.json"
+    meta = json.loads(path.read_text())
+    meta["training"] = {"data_sha256": "abc", "loss": "btt", "config": config(tmp_path, data).to_dict()}
+    path.write_text(json.dumps(meta))
+    assert load_checkpoint(tmp_path / "run").config.training["config"]["out"] == str(tmp_path / "run")
 
 
 def test_config_file_under_flags(tmp_path, data):
@@ -264,8 +279,6 @@ def test_bf16_autocast_really_runs_in_bf16(tmp_path, data):
 def test_lora_backbone_trains_from_pixels_decoded_in_workers(tmp_path, data):
     from accelerate.utils import set_seed
 
-    from icreward.training.setup import build_reward_model
-
     cfg = config(tmp_path, data, backbone_policy="lora", epochs=1, num_workers=1, val=None)
     result = train(cfg)
     assert result.cache_hits == result.cache_misses == 0  # a trainable backbone is never cached
@@ -348,16 +361,14 @@ def test_kfold_splits_by_source_without_overlap(tmp_path, data):
     assert [r.out_dir.name for r in results] == ["fold-0", "fold-1"]
     summary = json.loads((tmp_path / "run" / "kfold.json").read_text())
     assert summary["aggregate"] == aggregate_folds(results) and "best_val_accuracy" in summary["aggregate"]
-    assert load_checkpoint(tmp_path / "run" / "fold-1").config.training["config"]["fold"] == 1
+    assert json.loads((tmp_path / "run" / "fold-1" / "train_config.json").read_text())["config"]["fold"] == 1
 
 
 def test_no_weight_decay_on_biases_norms_and_embeddings(tmp_path, data):
-    from icreward.training.setup import build_reward_model
-
     cfg = config(tmp_path, data, model_type="icreward", model=ICR, backbone_policy="last-1", backbone_lr=1e-5)
     model = build_reward_model(cfg)
     names = {id(p): n for n, p in model.named_parameters()}
-    groups = {g["name"]: g for g in parameter_groups(model, cfg)}
+    groups = {g["name"]: g for g in model.param_groups(cfg.lr, cfg.weight_decay, cfg.backbone_lr)}
     no_decay = {names[id(p)] for g in groups.values() if g["weight_decay"] == 0 for p in g["params"]}
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert {n for n, p in trainable.items() if p.ndim < 2} <= no_decay  # biases and norms

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from icreward.version import __version__
+
 __all__ = ["Scorer", "load", "list_metrics", "__version__"]
 
 if TYPE_CHECKING:

@@ -9,7 +9,10 @@
      Bradley-Terry-with-ties loss, early stopping on the validation split;
   4. evaluation on the recipe's own test split (scenes never trained on) and, where `../shared/real-i2v` (or
      `--real-i2v`) holds real I2V pairs, on the real-video robustness check of `icreward.evaluation.robustness`;
-  5. the checkpoint (config.json, model.safetensors) and `card.json` (recipe, data, results, timings) written
+  5. an ablation on the validation split: where the model without its attention head (its mean part folded into the
+     score normalisation) ranks the validation pairs at least as well, the head is dropped (`head: none`) and
+     the checkpoint computes only what contributes;
+  6. the checkpoint (config.json, model.safetensors) and `card.json` (recipe, data, results, timings) written
      atomically to `--out`; the scoring frame count is set to `score_frames`.
 """
 
@@ -81,6 +84,80 @@ def evaluate_checkpoint(checkpoint: Path, test_manifest: Path, real_i2v: Path | 
     return results
 
 
+def drop_idle_head(model, val_manifest: Path) -> tuple[Any, dict[str, Any]]:
+    """The model without its attention head where that ranks the validation pairs at least as well, and the ablation.
+
+    The head's mean part over the validation videos becomes the offset folded into `score_mean`
+    (`ICRewardModel.without_attention_head`), so rewards keep their scale.
+    """
+    import numpy as np
+    import torch
+
+    from icreward.evaluation.evaluate import pair_labels, reward_pairs
+    from icreward.evaluation.stats import pair_accuracy
+    from icreward.interface import Scorer
+    from icreward.manifest import load_manifest
+
+    class AttentionPart(Scorer):  # what the head adds to the raw reward, scored like any reward
+        def __init__(self):
+            super().__init__()
+            self.model, self.name = model, "attention-part"
+            self.num_frames, self.max_side = model.num_frames, model.max_side
+
+        def forward(self, image, video, prompt=None):
+            return self.model.attention_part(*self.model.encode(image, video))[0]
+
+    val = load_manifest(val_manifest, require_labels=True)
+    labels = pair_labels(val)
+    with torch.no_grad():
+        parts = reward_pairs(AttentionPart(), val, batch_size=16, device="cpu")
+        offset = float(np.mean(parts))
+        pruned = model.without_attention_head(offset)
+        with_head = pair_accuracy(np.subtract(*reward_pairs(model, val, batch_size=16, device="cpu").T), labels)
+        without = pair_accuracy(np.subtract(*reward_pairs(pruned, val, batch_size=16, device="cpu").T), labels)
+    ablation = {
+        "val_pair_accuracy_with_head": with_head,
+        "val_pair_accuracy_without_head": without,
+        "head_part_mean": offset,
+        "head_part_range": [float(np.min(parts)), float(np.max(parts))],
+        "head_dropped": without >= with_head,
+    }
+    return (pruned if without >= with_head else model), ablation
+
+
+CARD_CHECK_SYNTH = {"n": 4, "seed": 7, "frames": 8, "size": 128}  # a small synthetic set the card is checked on
+
+
+def card_check(model, work: Path) -> dict[str, Any]:
+    """Rewards of `model` on a small fixed synthetic set (`CARD_CHECK_SYNTH`, every split) and its pair accuracy.
+
+    Stored in `card.json` as `check`; a test recomputes it with the current code, so the card cannot silently
+    describe other code than what loads the checkpoint.
+    """
+    import numpy as np
+
+    from icreward.evaluation.evaluate import pair_labels, reward_pairs
+    from icreward.evaluation.stats import pair_accuracy
+    from icreward.manifest import load_manifest
+    from icreward.synth import SynthConfig
+    from icreward.synth.dataset import generate
+
+    root = work / "card-check"
+    generate(SynthConfig(**CARD_CHECK_SYNTH), root, workers=1, progress=False)
+    rewards, labels = [], []
+    for split in ("train", "val", "test"):
+        manifest = load_manifest(root / f"{split}.jsonl", require_labels=True)
+        rewards.append(reward_pairs(model, manifest, batch_size=16, device="cpu"))
+        labels.append(pair_labels(manifest))
+    rewards_ab, all_labels = np.concatenate(rewards), np.concatenate(labels)
+    return {
+        "synth": dict(CARD_CHECK_SYNTH),
+        "n_pairs": len(all_labels),
+        "pair_accuracy": pair_accuracy(rewards_ab[:, 0] - rewards_ab[:, 1], all_labels),
+        "rewards": [[round(float(r), 6) for r in pair] for pair in rewards_ab],
+    }
+
+
 def _count_lines(path: Path) -> int:
     with open(path) as f:
         return sum(1 for _ in f)
@@ -121,6 +198,7 @@ def make_default_model(
     train_seconds = time.perf_counter() - start - synth_seconds
 
     model = load(str(result.out_dir))
+    model, ablation = drop_idle_head(model, data / "val.jsonl")
     model.config.num_frames = model.num_frames = recipe.score_frames
     card = {
         "recipe": dataclasses.asdict(recipe),
@@ -130,12 +208,14 @@ def make_default_model(
             "best_epoch": result.best_epoch,
             "val_pair_accuracy": result.best_val_accuracy,
             "val_pair_accuracy_ties": result.val_accuracy_ties,
+            "attention_head_ablation": ablation,
         },
         "seconds": {"synth": round(synth_seconds), "train": round(train_seconds)},
     }
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)  # config.json and model.safetensors; the card joins them below
         card["results"] = evaluate_checkpoint(tmp, data / "test.jsonl", real_i2v)
+        card["check"] = card_check(load(str(tmp)), work)
         card["seconds"]["total"] = round(time.perf_counter() - start)
         text = json.dumps(card, indent=2) + "\n"
         (tmp / "card.json").write_text(text)

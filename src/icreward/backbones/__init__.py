@@ -6,58 +6,26 @@ tokens `{"cls": [B, D], "patch": [B, N, D]}`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
-from torch import nn
-
+from icreward.backbones.registry import (
+    _BACKBONES,
+    _PREFIXES,
+    Backbone,
+    BackboneFactory,
+    TokenGroup,
+    register_backbone,
+    register_backbone_prefix,
+)
 from icreward.errors import BackboneError
-from icreward.transforms import PreprocessConfig
 
-BackboneFactory = Callable[..., "Backbone"]
-_BACKBONES: dict[str, BackboneFactory] = {}
-_PREFIXES: dict[str, Callable[..., Backbone]] = {}
-
-
-class Backbone(nn.Module):
-    """A vision encoder returning named tokens.
-
-    Subclasses set `dim` (token width), `preprocess_config` (how `[0,1]` pixels are turned into its input) and
-    `spec` (the string that rebuilds it), and implement `forward` and `blocks`.
-    """
-
-    dim: int
-    preprocess_config: PreprocessConfig
-    spec: str
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def blocks(self) -> list[nn.Module]:  # pragma: no cover - abstract
-        """The transformer blocks in input-to-output order (for last-k unfreezing)."""
-        raise NotImplementedError
-
-
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Register a factory under an exact name (tiny test variants live here too, timm-style)."""
-
-    def wrap(factory: BackboneFactory) -> BackboneFactory:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} registered twice")
-        _BACKBONES[name] = factory
-        return factory
-
-    return wrap
-
-
-def register_backbone_prefix(prefix: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Register a factory for `<prefix>:<argument>` names; it is called as `factory(argument, **kwargs)`."""
-
-    def wrap(factory: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        _PREFIXES[prefix] = factory
-        return factory
-
-    return wrap
+__all__ = [
+    "Backbone",
+    "BackboneFactory",
+    "TokenGroup",
+    "build_backbone",
+    "list_backbones",
+    "register_backbone",
+    "register_backbone_prefix",
+]
 
 
 def _load_builtin() -> None:

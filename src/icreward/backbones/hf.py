@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from icreward.backbones import Backbone, register_backbone, register_backbone_prefix
+from icreward.backbones.registry import Backbone, register_backbone, register_backbone_prefix
 from icreward.errors import BackboneError
 from icreward.transforms import PreprocessConfig
 

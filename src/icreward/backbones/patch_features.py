@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icreward.backbones import Backbone, register_backbone
+from icreward.backbones.registry import Backbone, register_backbone
 from icreward.transforms import PreprocessConfig
 
 

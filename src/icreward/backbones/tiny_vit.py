@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from icreward.backbones import Backbone, register_backbone
+from icreward.backbones.registry import Backbone, register_backbone
 from icreward.transforms import PreprocessConfig
 
 

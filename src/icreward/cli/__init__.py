@@ -16,7 +16,7 @@ _MODULES = {"eval": "evaluate"}  # subcommand -> module name where they differ
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from icreward import __version__
+    from icreward.version import __version__
 
     parser = argparse.ArgumentParser(prog="icreward", description="Image-to-video consistency rewards.")
     parser.add_argument("--version", action="version", version=f"icreward {__version__}")

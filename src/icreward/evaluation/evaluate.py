@@ -139,7 +139,7 @@ def evaluate_rewards(
 
 def evaluate_model(name: str, test, val, *, n_resamples: int, seed: int, batch_size: int, device: str):
     """Results dict of one model on the test manifest (tie threshold from `val` when given) and its pair rows."""
-    from icreward import load
+    from icreward.loading import load
 
     scorer = load(name)
     rewards = reward_pairs(scorer, test, batch_size=batch_size, device=device)

@@ -18,7 +18,7 @@ from icreward.models.base import RewardModel, RewardModelConfig, load_checkpoint
 from icreward.models.icreward_model import ICRewardConfig, ICRewardModel, attention_heatmaps
 from icreward.models.mlp import MLPRewardConfig, MLPRewardModel
 
-MODEL_TYPES: dict[str, type[RewardModel]] = {"icreward": ICRewardModel, "mlp": MLPRewardModel}
+MODEL_TYPES: dict[str, type[RewardModel]] = RewardModel.types  # {"icreward": ICRewardModel, "mlp": MLPRewardModel}
 
 
 def build_model(model_type: str, **config: Any) -> RewardModel:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import safetensors.torch
 import torch
+from torch import nn
 
 from icreward.atomic import atomic_dir, current_umask
 from icreward.backbones import build_backbone
@@ -72,6 +73,12 @@ class RewardModel(Scorer):
 
     model_type: ClassVar[str]
     config_class: ClassVar[type[RewardModelConfig]] = RewardModelConfig
+    types: ClassVar[dict[str, type[RewardModel]]] = {}  # model_type -> class, filled as subclasses are defined
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "model_type" in cls.__dict__:
+            RewardModel.types[cls.model_type] = cls
 
     def __init__(self, config: RewardModelConfig):
         super().__init__()
@@ -209,6 +216,41 @@ class RewardModel(Scorer):
             "backbone_trainable": count_trainable(self.backbone),
         }
 
+    def param_groups(self, lr: float, weight_decay: float, backbone_lr: float | None = None) -> list[dict]:
+        """The optimizer's parameter groups (AdamW), each `{"params", "lr", "weight_decay", "name"}`.
+
+        Trainable parameters split into backbone / head x decay / no decay x learning-rate multiple, in that sorted
+        order (the optimizer state's layout: a resumed run relies on it). Biases, norms, embeddings, tokens and
+        learned queries are never decayed. Trainable backbone parameters train at `backbone_lr` (None: `lr`).
+
+        The contract with submodules: a submodule may declare `lr_scale` (a class or instance attribute); its own
+        parameters (not its children's) then train at that multiple of their learning rate, in a group named
+        `..._lr_x<scale>`. Raises `IcrewardError` when nothing is trainable.
+        """
+        norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.Embedding)
+        embedding_names = re.compile(r"(embed|embedding|embeddings|token|tokens|queries)$")  # cls_token, pos_embed
+        groups: dict[tuple[bool, bool, float], list[nn.Parameter]] = {}
+        for module_name, module in self.named_modules():
+            for name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad:
+                    continue
+                in_backbone = f"{module_name}.{name}".startswith("backbone.")
+                decay = param.ndim >= 2 and not isinstance(module, norms) and not embedding_names.search(name)
+                groups.setdefault((in_backbone, decay, float(getattr(module, "lr_scale", 1.0))), []).append(param)
+        if not groups:
+            raise IcrewardError("the model has no trainable parameters")
+        backbone_lr = backbone_lr if backbone_lr is not None else lr
+        return [
+            {
+                "params": params,
+                "lr": scale * (backbone_lr if in_backbone else lr),
+                "weight_decay": weight_decay if decay else 0.0,
+                "name": f"{'backbone' if in_backbone else 'head'}{'' if decay else '_no_decay'}"
+                + ("" if scale == 1.0 else f"_lr_x{scale:g}"),
+            }
+            for (in_backbone, decay, scale), params in sorted(groups.items())
+        ]
+
     def set_score_normalization(self, mean: float, std: float) -> None:
         """Store the raw-reward mean and std measured on validation data; `forward` then returns z-scores."""
         if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
@@ -238,7 +280,7 @@ class RewardModel(Scorer):
             for k, v in self.state_dict().items()
             if save_backbone or not k.startswith("backbone.")
         }
-        from icreward import __version__
+        from icreward.version import __version__
 
         meta = {"model_type": self.model_type, "icreward_version": __version__, "backbone_saved": save_backbone}
         meta.update(self.config.to_dict())
@@ -257,8 +299,6 @@ class RewardModel(Scorer):
         Called on `RewardModel` it returns whichever model type the folder holds. Raises `IcrewardError` naming the
         folder and what is wrong with it.
         """
-        from icreward.models import MODEL_TYPES
-
         folder = _resolve_checkpoint(path)
 
         def fail(reason: str) -> IcrewardError:
@@ -277,9 +317,10 @@ class RewardModel(Scorer):
         model_type = meta.pop("model_type", None)
         meta.pop("icreward_version", None)
         backbone_saved = meta.pop("backbone_saved", True)
-        if model_type not in MODEL_TYPES:
-            raise fail(f"unknown model_type {model_type!r} in {CONFIG_NAME}; known: {', '.join(MODEL_TYPES)}")
-        model_cls = MODEL_TYPES[model_type]
+        if model_type not in RewardModel.types:
+            known = ", ".join(RewardModel.types)
+            raise fail(f"unknown model_type {model_type!r} in {CONFIG_NAME}; known: {known}")
+        model_cls = RewardModel.types[model_type]
         if not issubclass(model_cls, cls):
             raise fail(f"holds a {model_type!r} model ({model_cls.__name__}), not a {cls.__name__}")
         try:

@@ -32,21 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from icreward.backbones import TokenGroup
+
 MEASURES = ("position", "match", "recall", "global", "pattern", "jitter")
 AGGREGATES = ("mean", "max")
 EPS = 1e-3  # added to every distance before the log: distances below it all read as "identical"
 JITTER_EPS = 1e-2  # added to the frame step the jitter is relative to: steps well below it read as a still video
 JITTER_FRAMES = 8  # frames (evenly spread over the video) the jitter is measured on
-
-TokenGroup = tuple[str, int, int, str]  # (name, first channel, end channel, "l2" | "cosine")
-
-
-def token_groups(backbone: nn.Module) -> list[TokenGroup]:
-    """The backbone's channel groups (`backbone.token_groups`), or its whole patch token compared by cosine."""
-    groups = getattr(backbone, "token_groups", None)
-    if groups:
-        return [tuple(g) for g in groups]
-    return [("token", 0, getattr(backbone, "patch_dim", backbone.dim), "cosine")]
 
 
 def _pairwise(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -118,7 +110,7 @@ class EvidenceReadout(nn.Module):
     Each weight is at least `floor`: training on one kind of failure cannot switch off the distances that catch
     another kind, which a video from outside the training data may show. Weights start at `init`, so an untrained
     read-out already ranks videos by their summed log distances. The few weights train at `lr_scale` times the
-    model's learning rate (the trainer's parameter groups honour it): at the rate that suits the head's thousands of
+    model's learning rate (`RewardModel.param_groups` honours it): at the rate that suits the head's thousands of
     weights they would hardly move.
     """
 

@@ -8,6 +8,8 @@ a type embedding and their relative time in the video, then pass `depth` fusion 
 The IC head's learned queries then attend over the fused tokens of all frames, and an MLP reads the reward out.
 Attention maps (fusion and IC head) come back on request, to show where in which frame a video departs from its image.
 
+With `head: none`, the model is the evidence read-out alone: none of the attention path is built or computed.
+
 With `evidence`, the reward also has a monotone part (`icreward.models.evidence`): parameter-free distances between
 the frames' and the image's backbone tokens, read out with non-negative learned weights, so any departure from the
 image lowers the reward even where the head, trained on other failures, has not learned it. `head_bound` then keeps
@@ -16,6 +18,7 @@ the head to `bound * tanh(head / bound)`: it reorders close calls and cannot ove
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -24,27 +27,48 @@ import torch.nn.functional as F
 from torch import nn
 
 from icreward.models.base import RewardModel, RewardModelConfig, Tokens
-from icreward.models.evidence import EvidenceReadout, token_groups
+from icreward.models.evidence import EvidenceReadout
+
+HEADS = ("attention", "none")
+TIME_FREQUENCIES = 8  # Fourier frequencies (pi, 2pi, ...) of the relative frame time
+# Options of earlier versions that every recipe left at one value, now fixed: a checkpoint that records them loads
+# when it holds that value.
+FIXED_OPTIONS = {"use_cls": True, "match_features": True, "pool_readout": True, "time_frequencies": TIME_FREQUENCIES}
 
 
 @dataclass
 class ICRewardConfig(RewardModelConfig):
+    head: str = "attention"  # "attention": fusion blocks + IC head; "none": evidence read-out alone (needs evidence)
     d_model: int = 128  # width of the fusion, temporal and head layers (backbone tokens are projected to it)
     heads: int = 4  # attention heads of every attention layer; d_model must be a multiple
     depth: int = 2  # fusion blocks, each: frame->image cross-attention + matching MLP, then temporal attention
     mlp_ratio: float = 2.0  # hidden width of every MLP, relative to its output width
     head_queries: int = 4  # learned query tokens of the IC head
-    use_cls: bool = True  # put the backbone's cls token before each frame's and the image's patch tokens
-    time_frequencies: int = 8  # Fourier frequencies (pi, 2pi, ...) of the relative frame time
     dropout: float = 0.0  # dropout inside every MLP
-    match_features: bool = True  # add each frame token's cosine similarity to its best-matching image token and to
-    #                              the image token at its own position (on the backbone's tokens) before fusion
-    pool_readout: bool = True  # the IC head also reads the mean of the fused tokens beside its query tokens
     evidence: bool = False  # add the monotone consistency-evidence branch (icreward.models.evidence) to the reward
     head_bound: float | None = None  # with evidence: the IC head's part of the reward is bound * tanh(head / bound),
-    #                                  so it reorders close calls but cannot overrule large distances (0: head off)
+    #                                  so it reorders close calls but cannot overrule large distances
     head_reference: bool = False  # the head's part is measured against its output on a still copy of the image, so a
     #                               constant offset (which pairwise losses never see) cannot saturate the bound
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.head == "none" and not self.evidence:
+            raise ValueError("head 'none' needs evidence: true (the evidence read-out is then the whole reward)")
+        if self.head == "none" and (self.head_bound is not None or self.head_reference):
+            raise ValueError("head_bound and head_reference shape the attention head; head 'none' has none")
+        if self.head_bound is not None and not self.head_bound > 0:
+            raise ValueError(f"head_bound must be > 0 (for no head, set head: none), got {self.head_bound}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ICRewardConfig:
+        """Like `RewardModelConfig.from_dict`; options that are now fixed are accepted at their fixed value."""
+        d = dict(d)
+        for name, fixed in FIXED_OPTIONS.items():
+            if name in d and d.pop(name) != fixed:
+                raise ValueError(f"{name} other than {fixed!r} is no longer supported")
+        return super().from_dict(d)
 
 
 class Attention(nn.Module):
@@ -198,8 +222,7 @@ class ICHead(nn.Module):
         self.queries = nn.Parameter(torch.randn(q, d) * 0.02)
         self.norm_tokens = nn.LayerNorm(d)
         self.attn = Attention(d, config.heads)
-        self.pool_readout = config.pool_readout
-        width = (q + config.pool_readout) * d
+        width = (q + 1) * d  # the queries' reads and the mean of the fused tokens
         self.norm_read = nn.LayerNorm(width)
         # No output bias: pairwise losses cannot see a constant offset (it would never get a gradient), and the
         # offset of the served reward is the stored score_mean (regress centred scores with MSE).
@@ -211,9 +234,7 @@ class ICHead(nn.Module):
         queries = self.queries.expand(b, -1, -1)  # (B, Q, d)
         tokens = self.norm_tokens(tokens)  # (B, L, d)
         read, weights = self.attn(queries, tokens, need_weights)  # (B, Q, d), (B, h, Q, L)
-        read = read.flatten(1)  # (B, Q*d)
-        if self.pool_readout:
-            read = torch.cat([read, tokens.mean(1)], dim=-1)  # (B, (Q+1)*d)
+        read = torch.cat([read.flatten(1), tokens.mean(1)], dim=-1)  # (B, Q*d + d)
         reward = self.mlp(self.norm_read(read)).squeeze(-1)  # (B,)
         return reward, None if weights is None else weights.mean(1)  # (B,), (B, Q, L)
 
@@ -224,28 +245,25 @@ class ICRewardModel(RewardModel):
 
     def __init__(self, config: ICRewardConfig):
         super().__init__(config)
-        d = config.d_model
-        # cls and patch tokens get their own projections: their widths differ in some backbones (CLIP's projected
-        # embedding), and their roles differ in all of them.
-        patch_dim = getattr(self.backbone, "patch_dim", self.backbone.dim)
-        self.proj_patch = nn.Sequential(nn.LayerNorm(patch_dim), nn.Linear(patch_dim, d))
-        self.proj_cls = (
-            nn.Sequential(nn.LayerNorm(self.backbone.dim), nn.Linear(self.backbone.dim, d)) if config.use_cls else None
-        )
-        self.type_embed = nn.Parameter(torch.randn(2, d) * 0.02)  # row 0: image tokens, row 1: frame tokens
-        self.time_embed = RelativeTimeEmbedding(d, config.time_frequencies)
-        self.match_embed = nn.Linear(2, d) if config.match_features else None
-        self.blocks = nn.ModuleList([FusionBlock(config) for _ in range(config.depth)])
-        self.ic_head = ICHead(config)
-        self.evidence = EvidenceReadout(token_groups(self.backbone)) if config.evidence else None
+        if config.head == "attention":
+            d = config.d_model
+            # cls and patch tokens get their own projections: their widths differ in some backbones (CLIP's projected
+            # embedding), and their roles differ in all of them.
+            patch_dim = self.backbone.patch_dim
+            self.proj_patch = nn.Sequential(nn.LayerNorm(patch_dim), nn.Linear(patch_dim, d))
+            self.proj_cls = nn.Sequential(nn.LayerNorm(self.backbone.dim), nn.Linear(self.backbone.dim, d))
+            self.type_embed = nn.Parameter(torch.randn(2, d) * 0.02)  # row 0: image tokens, row 1: frame tokens
+            self.time_embed = RelativeTimeEmbedding(d, TIME_FREQUENCIES)
+            self.match_embed = nn.Linear(2, d)
+            self.blocks = nn.ModuleList([FusionBlock(config) for _ in range(config.depth)])
+            self.ic_head = ICHead(config)
+        self.evidence = EvidenceReadout(self.backbone.token_groups) if config.evidence else None
 
     def _tokens(self, tokens: Tokens) -> torch.Tensor:
-        """Projected patch tokens, with the cls token first where `use_cls`: `[..., N', d]`, N' = N + 1 or N."""
+        """Projected patch tokens with the cls token first: `[..., N', d]`, N' = N + 1."""
         if "patch" not in tokens:
             raise ValueError(f"IC-Reward needs patch tokens; backbone {self.config.backbone!r} returns only cls")
         patch = self.proj_patch(tokens["patch"])  # (..., N, d)
-        if not self.config.use_cls:
-            return patch
         return torch.cat([self.proj_cls(tokens["cls"]).unsqueeze(-2), patch], dim=-2)  # (..., 1+N, d)
 
     def head(
@@ -254,20 +272,45 @@ class ICRewardModel(RewardModel):
         """Raw reward `[B]` from backbone tokens (`img cls [B,D], patch [B,N,D]`; `vid cls [B,T,D], patch [B,T,N,D]`).
 
         With `return_attention`, also `{"fusion": one [B, T, heads, N', N'] map per fusion block (frame token ->
-        image token), "head": [B, Q, T*N'] (IC-head queries over all frames' tokens, frame-major)}`, N' = N + use_cls.
+        image token), "head": [B, Q, T*N'] (IC-head queries over all frames' tokens, frame-major)}`, N' = N + 1
+        (cls first). A model with `head: none` has no attention to return.
         """
-        reward, maps = self._attention_head(img_tokens, vid_tokens, return_attention)
-        if self.config.head_reference:
-            still = {k: v[:, None].expand(-1, 2, *v.shape[1:]) for k, v in img_tokens.items()}  # the image, 2 frames
-            reward = reward - self._attention_head(img_tokens, still, False)[0]
-        if self.config.head_bound is not None:
-            bound = self.config.head_bound
-            reward = bound * torch.tanh(reward / bound) if bound > 0 else reward * 0
+        if self.config.head == "none":
+            if return_attention:
+                raise ValueError("this IC-Reward model has no attention head (head: none): no attention maps")
+            return self.evidence(img_tokens, vid_tokens)
+        reward, maps = self.attention_part(img_tokens, vid_tokens, return_attention)
         if self.evidence is not None:
             reward = reward + self.evidence(img_tokens, vid_tokens)
         if return_attention:
             return reward, maps
         return reward
+
+    def attention_part(
+        self, img_tokens: Tokens, vid_tokens: Tokens, return_attention: bool = False
+    ) -> tuple[torch.Tensor, dict | None]:
+        """What the attention head adds to the raw reward, `[B]` (after `head_reference` and `head_bound`), with its
+        attention maps when asked (else None)."""
+        reward, maps = self._attention_head(img_tokens, vid_tokens, return_attention)
+        if self.config.head_reference:
+            still = {k: v[:, None].expand(-1, 2, *v.shape[1:]) for k, v in img_tokens.items()}  # the image, 2 frames
+            reward = reward - self._attention_head(img_tokens, still, False)[0]
+        if self.config.head_bound is not None:
+            reward = self.config.head_bound * torch.tanh(reward / self.config.head_bound)
+        return reward, maps
+
+    def without_attention_head(self, offset: float) -> ICRewardModel:
+        """An evidence-only copy (`head: none`) for a model whose attention head adds about the constant `offset`
+        to every raw reward: the offset moves into `score_mean`, so rewards change by what the head's output
+        deviated from it, over `score_std`. The copy computes none of the attention path."""
+        if self.evidence is None or self.config.head != "attention":
+            raise ValueError("only an IC-Reward model with an attention head and the evidence branch can drop its head")
+        config = copy.deepcopy(self.config)
+        config.head, config.head_bound, config.head_reference = "none", None, False
+        config.score_mean = self.config.score_mean - offset
+        pruned = type(self)(config)
+        pruned.load_state_dict({k: v for k, v in self.state_dict().items() if k in pruned.state_dict()})
+        return pruned.to(next(self.parameters()).device).train(self.training)
 
     def _attention_head(
         self, img_tokens: Tokens, vid_tokens: Tokens, return_attention: bool
@@ -277,12 +320,10 @@ class ICRewardModel(RewardModel):
         frames = self._tokens(vid_tokens) + self.type_embed[1]  # (B, T, N', d)
         b, t, n, d = frames.shape
         frames = frames + self.time_embed(t)[:, None]  # (B, T, N', d) + (T, 1, d)
-        if self.match_embed is not None:
-            match = token_match_features(img_tokens["patch"], vid_tokens["patch"])  # (B, T, N, 2)
-            if self.config.use_cls:
-                cls_sim = F.cosine_similarity(vid_tokens["cls"], img_tokens["cls"][:, None], dim=-1)  # (B, T)
-                match = torch.cat([cls_sim[..., None, None].expand(-1, -1, 1, 2), match], dim=2)  # (B, T, N', 2)
-            frames = frames + self.match_embed(match.to(frames.dtype))  # (B, T, N', d)
+        match = token_match_features(img_tokens["patch"], vid_tokens["patch"])  # (B, T, N, 2)
+        cls_sim = F.cosine_similarity(vid_tokens["cls"], img_tokens["cls"][:, None], dim=-1)  # (B, T)
+        match = torch.cat([cls_sim[..., None, None].expand(-1, -1, 1, 2), match], dim=2)  # (B, T, N', 2)
+        frames = frames + self.match_embed(match.to(frames.dtype))  # (B, T, N', d)
         fusion_maps = []
         for block in self.blocks:
             frames, weights = block(frames, image, return_attention)
@@ -303,9 +344,7 @@ def attention_heatmaps(
     """
     _, attention = model(image, video, return_attention=True)
     b, t = video.shape[:2]
-    maps = attention["head"].mean(1).view(b, t, -1)  # (B, Q, T*N') -> (B, T*N') -> (B, T, N')
-    if model.config.use_cls:
-        maps = maps[..., 1:]  # (B, T, N)
+    maps = attention["head"].mean(1).view(b, t, -1)[..., 1:]  # (B, Q, T*N') -> (B, T, N'), cls dropped: (B, T, N)
     side = math.isqrt(maps.shape[-1])
     if side * side != maps.shape[-1]:
         raise ValueError(f"cannot lay {maps.shape[-1]} patch tokens out on a square grid")

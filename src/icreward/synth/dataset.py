@@ -140,7 +140,7 @@ def _records(plans: list[SourcePlan], config: SynthConfig) -> tuple[dict[str, li
 
 def _summary(config: SynthConfig, plans: list[SourcePlan], pairs: dict, videos: list[dict]) -> dict:
     """The content of synth.json: resolved config, versions, weights and counts."""
-    from icreward import __version__
+    from icreward.version import __version__
 
     modes = [CONSISTENT_MODE, *FAILURE_MODES]
     return {

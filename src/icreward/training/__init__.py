@@ -8,6 +8,11 @@ folds = train_kfold(TrainConfig(out="runs/cv", epochs=5), "all.jsonl", k=5)
 print(aggregate_folds(folds)["best_val_accuracy"])  # {"mean", "std", "values"}
 ```
 
+Modules: `config` (TrainConfig), `data` (examples, datasets, batch order, data hashes, the feature cache), `step`
+(what one step computes: objective, the loss, statistics), `trainer` (the loop and its setup), `rundir` (the run
+folder: resume state, metrics log, the published checkpoint) and `kfold` (cross-validation by source image).
+`trainer`'s docstring follows one training step through them.
+
 Names are imported on first use, so the command line's `--help` does not load torch.
 """
 

@@ -17,9 +17,9 @@ import numpy as np
 from icreward.atomic import atomic_write
 from icreward.errors import IcrewardError
 from icreward.manifest import Manifest, load_manifest
+from icreward.rules import source_image
 from icreward.training.config import TrainConfig
-from icreward.training.data import source_of
-from icreward.training.state import STATE_DIR
+from icreward.training.rundir import STATE_DIR
 from icreward.training.trainer import TrainResult, train
 
 KFOLD_NAME = "kfold.json"
@@ -33,7 +33,7 @@ def kfold_split(manifest: Manifest, k: int, seed: int = 0) -> list[tuple[list[in
     """
     groups: dict[str, list[int]] = {}
     for i, record in enumerate(manifest.records):
-        groups.setdefault(source_of(record), []).append(i)
+        groups.setdefault(source_image(record), []).append(i)
     if len(groups) < k:
         raise IcrewardError(f"{manifest.path}: {len(groups)} source images cannot make {k} folds")
     names = sorted(groups)

@@ -1,23 +1,42 @@
-"""The run folder before training: refuse to clobber an earlier run, check a resume matches it, and write
-`train_config.json` (the resolved config, git SHA, data hashes, versions)."""
+"""The run folder: everything a run reads and writes there besides the model code.
+
+- Before training: refuse to clobber an earlier run (or clear it with `overwrite`), check a `--resume` matches the
+  interrupted run, and write `train_config.json` (the full resolved config, git revision, data hashes, versions).
+- The resume state `RUN_DIR/last/` (one atomic folder, replaced whole at each save): `model.safetensors` (the model
+  now), `best.safetensors` (the trainable weights of the best epoch so far), `optimizer.pt`, `scheduler.pt`, `rng.pt`
+  (python, numpy, torch and CUDA generator states) and `state.json` (epoch, step, best metric, history, ...).
+- The checkpoint: `model.safetensors` and `config.json` published into the folder at the end, with the training
+  provenance (hashes, git revision, hyper-parameters; no paths) in `config.json`'s "training" entry.
+- The log: `metrics.csv`, TensorBoard events, and the console's run header and one-line epoch summaries.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+import os
+import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from icreward.atomic import atomic_write
+import numpy as np
+import safetensors.torch
+import torch
+
+from icreward.atomic import atomic_dir, atomic_write
 from icreward.errors import IcrewardError
 from icreward.manifest import Manifest
 from icreward.models.base import CONFIG_NAME, WEIGHTS_NAME
 from icreward.training.config import RESUME_FREE_FIELDS, TrainConfig
 from icreward.training.data import FileDigests, data_hash
-from icreward.training.logs import METRICS_NAME, git_revision
-from icreward.training.state import STATE_DIR
 
 TRAIN_CONFIG_NAME = "train_config.json"
+METRICS_NAME = "metrics.csv"
+STATE_DIR = "last"
 RUN_FILES = (CONFIG_NAME, WEIGHTS_NAME, TRAIN_CONFIG_NAME, METRICS_NAME, STATE_DIR)
 
 
@@ -34,7 +53,6 @@ def prepare_run_dir(
 ) -> dict[str, Any]:
     """Check and set up `run_dir` (main process writes); returns the provenance stored in the checkpoint too."""
     import accelerate
-    import torch
 
     from icreward import __version__
 
@@ -116,3 +134,286 @@ def check_resumable(run_dir: Path, config: TrainConfig, provenance: dict[str, An
             f"{run_dir}: cannot resume, the run was started with other settings: {', '.join(changed)}; "
             "resume with the same options, or start a new run"
         )
+
+
+def git_revision(path: Path | None = None) -> tuple[str, bool | None]:
+    """(commit SHA, whether tracked files differ from it) of the git checkout holding the icreward code, or
+    ("unknown", None) outside git (an installed wheel)."""
+    import icreward
+
+    where = str(path or Path(icreward.__file__).resolve().parent)
+    try:
+        sha = subprocess.run(
+            ["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+    return sha or "unknown", bool(status.strip())
+
+
+# ---- resume state
+
+
+def fresh_state() -> dict[str, Any]:
+    """The progress of a run that has not started (`state.json`): position, best epoch so far, metrics history,
+    and the per-pair records of the epoch and of the step window in progress."""
+    return {
+        "epoch": 0,  # epochs finished
+        "step_in_epoch": 0,  # batches of the current epoch done
+        "global_step": 0,
+        "best_metric": None,
+        "best_val_loss": None,
+        "best_epoch": 0,
+        "bad_epochs": 0,  # epochs since the best one (early stopping)
+        "stopped_early": False,
+        "finished": False,
+        "history": [],
+        "epoch_acc": new_window(),
+        "window_acc": new_window(),
+    }
+
+
+def new_window() -> dict[str, list]:
+    return {"index": [], "rewards": [], "loss": [], "grad_norm": []}
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generators' states (the same on every process: all are seeded alike)."""
+    np_state = np.random.get_state(legacy=False)
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "python": [py_version, list(py_internal), py_gauss],
+        "numpy": {**np_state, "state": {"key": np_state["state"]["key"].tolist(), "pos": np_state["state"]["pos"]}},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = dict(state["numpy"])
+    np_state["state"] = {"key": np.array(np_state["state"]["key"], dtype=np.uint32), "pos": np_state["state"]["pos"]}
+    np.random.set_state(np_state)
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of what training changes: the parameters that require gradients, and all buffers."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n for n, _ in model.named_buffers()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable | buffers}
+
+
+def save_resume_state(
+    run_dir: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    state: dict[str, Any],
+    best: dict[str, torch.Tensor] | None,
+) -> None:
+    """Write `run_dir/last/` atomically: a crash leaves the previous state whole."""
+    with atomic_dir(run_dir / STATE_DIR) as tmp:
+        _save_tensors(model.state_dict(), tmp / "model.safetensors")
+        if best is not None:
+            _save_tensors(best, tmp / "best.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1, allow_nan=True) + "\n")
+
+
+def read_resume_state(run_dir: Path) -> dict[str, Any]:
+    """`state.json` of `run_dir/last/`; raises `IcrewardError` when there is nothing to resume."""
+    path = run_dir / STATE_DIR / "state.json"
+    if not path.is_file():
+        raise IcrewardError(f"{run_dir}: nothing to resume (no {STATE_DIR}/state.json); run without --resume")
+    return json.loads(path.read_text())
+
+
+def load_resume_state(
+    run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
+) -> dict[str, torch.Tensor] | None:
+    """Restore model, optimizer, scheduler and generators from `run_dir/last/`; returns the best weights, if any."""
+    folder = run_dir / STATE_DIR
+    model.load_state_dict(safetensors.torch.load_file(str(folder / "model.safetensors")))
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
+    best = folder / "best.safetensors"
+    return safetensors.torch.load_file(str(best)) if best.is_file() else None
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    safetensors.torch.save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(path))
+
+
+# ---- the checkpoint
+
+# Config fields that shaped the weights: the checkpoint's "training" entry records them (no paths, no run control).
+HYPERPARAMETERS = (
+    *("model_type", "backbone", "backbone_kwargs", "backbone_policy", "model", "num_frames"),
+    *("loss", "theta", "contrastive_weight", "contrastive_temperature", "standardize_targets", "tie_margin"),
+    *("epochs", "batch_size", "lr", "backbone_lr", "weight_decay", "warmup_ratio", "grad_clip", "patience"),
+    "cache_dtype",
+)
+
+
+def hyperparameters(config: TrainConfig) -> dict[str, Any]:
+    """The training options that shaped the weights (seed and precision are recorded beside them)."""
+    values = config.to_dict()
+    return {name: values[name] for name in HYPERPARAMETERS}
+
+
+def publish_checkpoint(model, run_dir: Path, training: dict[str, Any]) -> None:
+    """Put the model's checkpoint files into `run_dir` (which holds other run files too) without a loadable mix.
+
+    `save_pretrained` writes a whole folder; its two files are then moved in, `config.json` removed first and put
+    back last, so a crash in between leaves a folder without `config.json`, which does not load.
+    """
+    staging = run_dir / ".checkpoint-new"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, training=training)
+    (run_dir / CONFIG_NAME).unlink(missing_ok=True)
+    os.replace(staging / WEIGHTS_NAME, run_dir / WEIGHTS_NAME)
+    os.replace(staging / CONFIG_NAME, run_dir / CONFIG_NAME)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---- the log
+
+COLUMNS = (
+    "kind",  # "step" (a window of steps) or "epoch"
+    "epoch",  # 1-based
+    "step",  # optimizer steps so far
+    "lr",
+    "loss",  # mean training loss over the window / epoch
+    "train_pair_accuracy",  # on the pairs humans did not tie, with the rewards each batch had when it was trained on
+    "train_margin",  # mean |r_A - r_B| (raw rewards)
+    "train_reward_mean",
+    "train_reward_std",
+    "grad_norm",  # mean global gradient norm before clipping
+    "val_loss",
+    "val_pair_accuracy",
+    "val_pair_accuracy_ties",  # with the tie threshold that is best on the validation pairs themselves
+    "val_tie_threshold",  # that threshold, in raw reward units
+    "val_margin",
+    "val_reward_mean",
+    "val_reward_std",
+    "val_spearman",  # pointwise validation data: rank correlation with the human scores
+    "seconds",  # wall time of the epoch / window
+)
+
+
+class MetricsLog:
+    """Appends rows to `metrics.csv` and TensorBoard; `history` holds every row (it is saved for `--resume`)."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, history: list[dict], purge_step: int):
+        self.path = run_dir / METRICS_NAME
+        self.enabled = enabled
+        self.history = history
+        self.writer = None
+        if not enabled:
+            return
+        with atomic_write(self.path) as f:  # the rows up to the resumed state; later ones are written again
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(_csv_row(r) for r in history)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                return
+            self.writer = SummaryWriter(str(run_dir), purge_step=purge_step or None)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if not self.enabled:
+            return
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, COLUMNS).writerow(_csv_row(row))
+        if self.writer is not None:
+            for key, value in row.items():
+                if key not in ("kind", "epoch", "step") and isinstance(value, float) and math.isfinite(value):
+                    self.writer.add_scalar(f"{row['kind']}/{key}", value, row["step"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: "" if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items() if k in COLUMNS}
+
+
+def run_header(config, counts: dict[str, int], n: int, pairs: bool, accelerator) -> str:
+    """`training icreward (tiny-vit, frozen; 37,120 of 117,696 parameters trainable) with btt on 12 pairs, ...`."""
+    return (
+        f"training {config.model_type} ({config.backbone}, {config.backbone_policy}; {counts['trainable']:,} of "
+        f"{counts['total']:,} parameters trainable) with {config.loss} on {n} {'pairs' if pairs else 'items'}, "
+        f"{accelerator.num_processes} process(es) on {accelerator.device.type}, "
+        f"{'bf16' if accelerator.mixed_precision == 'bf16' else 'fp32'}"
+    )
+
+
+def epoch_summary(row: dict[str, Any], epochs: int, best: bool) -> str:
+    """One line per epoch: `epoch 3/10  loss 0.512  acc 0.781  val acc 0.812 (ties 0.700)  margin 1.24 ...`."""
+
+    def num(key: str, fmt: str = ".3f") -> str:
+        value = row.get(key, math.nan)
+        return "-" if not isinstance(value, float) or not math.isfinite(value) else format(value, fmt)
+
+    parts = [
+        f"epoch {row['epoch']}/{epochs}",
+        f"loss {num('loss', '.4f')}",
+        f"acc {num('train_pair_accuracy')}",
+        f"margin {num('train_margin')}",
+        f"reward {num('train_reward_mean', '+.2f')}±{num('train_reward_std', '.2f')}",
+    ]
+    if isinstance(row.get("val_loss"), float):
+        parts.append(f"val acc {num('val_pair_accuracy')} (ties {num('val_pair_accuracy_ties')})")
+        parts.append(f"val margin {num('val_margin')}")
+        if math.isfinite(row.get("val_spearman", math.nan)):
+            parts.append(f"val spearman {num('val_spearman')}")
+    parts += [f"lr {num('lr', '.2e')}", f"{num('seconds', '.1f')} s"]
+    return "  ".join(parts) + ("  *best" if best else "")
+
+
+def log_main(accelerator, progress: bool = True):
+    """A print function that writes from the main process only (around tqdm bars)."""
+
+    def log(message: str) -> None:
+        if accelerator.is_main_process and message:
+            if progress:
+                from tqdm.auto import tqdm
+
+                tqdm.write(message, file=sys.stdout)
+            else:
+                print(message, flush=True)
+
+    return log
+
+
+def finite_or_none(value) -> float | None:
+    return float(value) if isinstance(value, float | int) and math.isfinite(value) else None
+
+
+def json_safe(value):
+    """`value` with NaN and infinities as None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -1,4 +1,16 @@
-"""The training loop: `train(config, train_manifest, val_manifest) -> TrainResult`.
+"""The training loop: `train(config, train_manifest, val_manifest) -> TrainResult`, and the run's setup (accelerator,
+precision, model, optimizer and schedule).
+
+One training step passes through four files of this package:
+- `trainer.py` (here): `Trainer._train_epoch` takes the next batch, runs the objective, the loss, backward, clipping
+  and the optimizer and scheduler steps, and records the step's rewards and loss;
+- `data.py`: the epoch's batch order (`epoch_batches`) and the batch itself (`MediaDataset` decodes pixels,
+  `TokenDataset` reads cached backbone tokens);
+- `step.py`: `RewardObjective` (the batch's raw rewards, and the in-batch reward matrix of the contrastive term),
+  `objective_loss` (the one loss dispatch, validation uses it too) and the training / validation statistics;
+- `config.py`: the options (`TrainConfig`) that decide all of the above.
+The model itself (`icreward.models`, whose `param_groups` shape the optimizer) and the losses (`icreward.losses`) are
+the library's; `rundir.py` holds what is written to the run folder (resume state, metrics, the checkpoint).
 
 One process or many: `torchrun --nproc_per_node N -m icreward.cli train ...` (CPU processes talk over gloo; on GPUs
 `accelerate launch --multi_gpu` works too). Every process builds the same model from the same seed and takes its
@@ -26,31 +38,37 @@ from torch.utils.data import DataLoader
 
 from icreward.errors import IcrewardError
 from icreward.manifest import Manifest
-from icreward.training import setup
-from icreward.training.cache import FeatureCache, default_cache_dir
 from icreward.training.config import TrainConfig
 from icreward.training.data import (
+    FeatureCache,
     FileDigests,
     MediaDataset,
     TokenDataset,
+    default_cache_dir,
     epoch_batches,
     examples_from_manifest,
+    load_manifests,
     target_stats,
 )
-from icreward.training.logs import MetricsLog, epoch_summary, finite_or_none, json_safe, run_header
-from icreward.training.metrics import calibrate, validation_metrics, window_metrics
-from icreward.training.objective import RewardObjective, objective_loss
-from icreward.training.rundir import prepare_run_dir
-from icreward.training.state import (
+from icreward.training.rundir import (
     STATE_DIR,
+    MetricsLog,
+    epoch_summary,
+    finite_or_none,
     fresh_state,
+    hyperparameters,
+    json_safe,
     load_resume_state,
+    log_main,
     new_window,
+    prepare_run_dir,
     publish_checkpoint,
     read_resume_state,
+    run_header,
     save_resume_state,
     trainable_state,
 )
+from icreward.training.step import RewardObjective, calibrate, objective_loss, validation_metrics, window_metrics
 
 FAULT_ENV = "ICREWARD_FAULT_AFTER_STEPS"
 
@@ -96,10 +114,10 @@ class Trainer:
             raise IcrewardError("no run folder: give --out (config.out)")
         self.config = config.validated()
         self.run_dir = Path(config.out)
-        self.precision = setup.resolve_precision(config.precision, config.cpu)
-        self.accelerator = setup.make_accelerator(self.precision, config.cpu)
-        self.log = setup.log_main(self.accelerator, config.progress)
-        train_m, val_m = setup.load_manifests(config, train_manifest, val_manifest, self.log)
+        self.precision = resolve_precision(config.precision, config.cpu)
+        self.accelerator = make_accelerator(self.precision, config.cpu)
+        self.log = log_main(self.accelerator, config.progress)
+        train_m, val_m = load_manifests(config, train_manifest, val_manifest, self.log)
         self.pairs = train_m.kind == "pair"
         if val_m is not None and val_m.kind != train_m.kind:
             raise IcrewardError(f"{val_m.path}: validation records must be of the training manifest's kind")
@@ -114,7 +132,7 @@ class Trainer:
         digests = FileDigests()
 
         set_seed(config.seed)
-        self.model = setup.build_reward_model(config).to(self.accelerator.device)
+        self.model = build_reward_model(config).to(self.accelerator.device)
         self.cache = None
         if config.cache and self.model.config.backbone_policy == "frozen":
             self.cache = FeatureCache(
@@ -151,13 +169,14 @@ class Trainer:
         self.val_set = self._dataset(self.val_examples) if self.val_examples else None
 
         objective = RewardObjective(self.model, contrastive=config.contrastive_term > 0)
-        optimizer = torch.optim.AdamW(setup.parameter_groups(self.model, config), lr=config.lr)
+        groups = self.model.param_groups(config.lr, config.weight_decay, config.backbone_lr)
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
         world = self.accelerator.num_processes
         self.steps_per_epoch = len(
             epoch_batches(len(self.train_set), config.batch_size, seed=0, epoch=0, world_size=world)
         )
         total = self.steps_per_epoch * config.epochs
-        self.scheduler = setup.warmup_cosine_schedule(optimizer, round(config.warmup_ratio * total), total)
+        self.scheduler = warmup_cosine_schedule(optimizer, round(config.warmup_ratio * total), total)
         self.objective, self.optimizer = self.accelerator.prepare(objective, optimizer)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.state = fresh_state()
@@ -229,7 +248,7 @@ class Trainer:
         for batch in bar:
             batch = _to_device(batch, acc.device)
             out = self.objective(batch["image"], batch["videos"], batch["label"], batch["group"])
-            loss = objective_loss(out, batch, config)
+            loss = objective_loss(config, out["rewards"].float(), batch["label"], batch["targets"], out.get("matrix"))
             acc.backward(loss)
             grad_norm = acc.clip_grad_norm_(self.trainable, config.grad_clip or math.inf)
             self.optimizer.step()
@@ -366,7 +385,7 @@ class Trainer:
             "calibrated_on": "validation" if self.val_set is not None else "training",
             "calibration_pair_accuracy_ties": calib["pair_accuracy_ties"],
             "target_mean_std": list(self.target_norm),
-            "config": config.to_dict(),
+            "hyperparameters": hyperparameters(config),
         }
         if self.accelerator.is_main_process:
             publish_checkpoint(self.model, self.run_dir, json_safe(training))
@@ -398,3 +417,66 @@ def _to_device(batch, device):
 
 def _less(a: float, b: float | None) -> bool:
     return b is None or (math.isfinite(a) and (not math.isfinite(b) or a < b))
+
+
+# ---- setup: accelerator and precision, model, schedule
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): then bf16 autocast is several times faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: be conservative
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str, cpu: bool = False) -> str:
+    """`bf16` or `fp32`: `auto` is bf16 on a CUDA GPU that supports it, or on a CPU with native bf16."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and not cpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def make_accelerator(precision: str, cpu: bool):
+    """An `accelerate.Accelerator` with bf16 autocast or none.
+
+    accelerate keeps one process-wide state whose precision cannot change; in a single process (the library API
+    training several models in a row) it is reset when a run asks for another precision.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    mixed = "bf16" if precision == "bf16" else "no"
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != mixed and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed, cpu=cpu)
+
+
+def build_reward_model(config: TrainConfig):
+    """A freshly initialised model (seed the generators first: its initial weights come from them)."""
+    from icreward.models import build_model
+
+    return build_model(
+        config.model_type,
+        backbone=config.backbone,
+        backbone_kwargs=dict(config.backbone_kwargs),
+        backbone_policy=config.backbone_policy,
+        num_frames=config.num_frames,
+        **config.model,
+    )
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up from 0 over `warmup_steps`, then cosine decay to 0 at `total_steps` (per optimizer step)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
