@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CPU build of PyTorch unless one is already installed (a GPU user brings their own torch).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint venv clean default-model
+.PHONY: demo test lint venv clean default-model browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ default-model: venv
 	$(PY) -m icreward_recipes.default_model --work build/default-model --out src/icreward/default_model \
 		--real-i2v ../shared/real-i2v
 
-test: venv
+# Debian's headless Chromium for the browser tests (the report page, the service's /docs); installed where we are
+# root, otherwise those tests skip with their reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "no chromium: the browser tests will be skipped"
+
+test: venv browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/python -m pytest -q
 

@@ -24,10 +24,10 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
 
 def test_atomic_dir_keeps_old_folder_on_crash(tmp_path):
     target = tmp_path / "ckpt"
-    with atomic_dir(target) as d:
+    with atomic_dir(target, marker=("a",)) as d:
         (d / "a").write_text("1")
     with pytest.raises(RuntimeError):
-        with atomic_dir(target) as d:
+        with atomic_dir(target, marker=("a",)) as d:  # "a" marks an earlier output: it may be replaced
             (d / "a").write_text("2")
             raise RuntimeError("crash")
     assert (target / "a").read_text() == "1"

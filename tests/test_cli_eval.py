@@ -13,6 +13,7 @@ def bench(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_eval_writes_contract_results(bench, tmp_path, capsys):
     report = tmp_path / "report"
     args = ["eval", "--data", str(bench / "test.jsonl"), "--val", str(bench / "val.jsonl"), "--bootstrap", "50"]

@@ -154,6 +154,7 @@ def test_resume_keeps_finished_lines_and_rescores_errors(media):
     assert not partial_path(out).exists()
 
 
+@pytest.mark.slow
 def test_killed_process_then_resume_gives_the_straight_run_file(media):
     """SIGKILL a real `icreward score` run part way; the output never exists half-written, and --resume finishes it."""
     manifest = long_manifest(media, 120)

@@ -1,6 +1,10 @@
 import json
 
+import pytest
+
 from icreward.cli import main
+
+pytestmark = pytest.mark.slow  # a synthetic benchmark, k-fold training of two models and a report: end to end
 
 
 def test_experiment_end_to_end_on_a_tiny_benchmark(tmp_path, capsys, monkeypatch):

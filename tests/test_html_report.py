@@ -95,7 +95,9 @@ def test_full_report_tables_and_captions(full_report):
     assert page.count("<figure>") == page.count("</figure>") == page.count("<figcaption>") == 7
     assert "(optimistic)" in page and "content_replacement †" in page
     best = max(results, key=lambda m: results[m]["pair_accuracy"])
-    assert f"<b>{100 * results[best]['pair_accuracy']:.1f} [" in page
+    assert f'<b>{100 * results[best]["pair_accuracy"]:.1f} <span class="sub">[' in page  # the interval below
+    assert '<dt>seeds</dt><dd class="value">0, 1</dd>' in page  # settings: lists comma-separated
+    assert '<dt>timings</dt><dd><dl class="fields"><div><dt>mlp</dt><dd class="value">1.5</dd>' in page  # nested
 
 
 def test_strings_are_escaped(full_report):

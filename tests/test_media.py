@@ -11,7 +11,7 @@ from PIL import Image
 
 from icreward import media
 from icreward.errors import MediaError
-from icreward.media import DEFAULT_BACKGROUND, load_image, load_video, sample_indices, write_video
+from icreward.media import DEFAULT_BACKGROUND, FewFramesWarning, load_image, load_video, sample_indices, write_video
 
 REAL_I2V = Path(__file__).parents[2] / "shared" / "real-i2v"
 
@@ -210,7 +210,8 @@ def test_sampling_picks_the_right_frames(tmp_path):
 
 
 def test_short_video_repeats_frames(tmp_path):
-    video = load_video(grey_video(tmp_path / "v.mp4", 3, step=60), num_frames=5)
+    with pytest.warns(FewFramesWarning, match=r"v\.mp4: video has 3 frames, fewer than the 5 sampled"):
+        video = load_video(grey_video(tmp_path / "v.mp4", 3, step=60), num_frames=5)
     assert frame_indices(video, step=60) == [0, 0, 1, 2, 2]
     assert torch.equal(video[0], video[1]) and torch.equal(video[3], video[4])
 

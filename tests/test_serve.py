@@ -1,6 +1,8 @@
 """`icreward serve`: the real app in-process (TestClient), and one real uvicorn server on loopback."""
 
+import re
 import socket
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -144,7 +146,63 @@ def test_healthz_model_and_stats(client):
     assert info["name"] == MODEL and info["type"] == "metric" and info["scorer"] == "color-hist"
     assert info["needs_weights"] is False and info["parameters"] == 0 and info["config"] is None
     assert info["num_frames"] == 16
-    assert set(client.get("/stats").json()) == {"requests", "batches", "items", "largest_batch", "dropped"}
+    assert set(client.get("/stats").json()) == {
+        *("requests", "score_requests", "rank_requests", "errors", "dropped"),
+        *("batches", "items", "largest_batch"),
+    }
+
+
+def test_stats_count_score_and_rank_work(client, media):
+    assert client.post("/score", files=upload(media, "good.mp4")).status_code == 200
+    assert client.post("/score", files=upload(media, "text.mp4")).status_code == 422
+    r = client.post("/rank", files=upload(media, "good.mp4", "bad.mp4", "text.mp4", field="videos"))
+    assert r.status_code == 200
+    assert client.post("/rank", json={"image": "img.png", "videos": ["link.png"]}).status_code == 403
+    stats = client.get("/stats").json()
+    assert stats == {
+        **{"requests": 4, "score_requests": 2, "rank_requests": 2, "errors": 2, "dropped": 0},
+        **{"batches": 2, "items": 3, "largest_batch": 2},  # one /score pair, then the two readable ranked videos
+    }
+
+
+def gif_bomb(width: int = 16000, height: int = 16000, frames: int = 2) -> bytes:
+    """A GIF of about 100 bytes whose canvas (logical screen) is width x height: 1x1 frames drawn on it. FFmpeg
+    decodes every frame at the canvas size, 1 GiB each at 16000 x 16000."""
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + bytes([0, 0, 0, 255, 255, 255]))
+    for i in range(frames):
+        out += b"!\xf9\x04\x00\x0a\x00\x00\x00"  # graphic control extension: 0.1 s a frame
+        out += b"," + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + bytes([2, 2, 0x44 if i % 2 else 0x4C, 0x01, 0])
+    return bytes(out + b";")
+
+
+def test_media_over_the_decode_bound_are_413_before_decoding(client, media):
+    bomb = ("bomb.gif", gif_bomb(), "image/gif")
+    r = client.post("/score", files=[upload(media)[0], ("video", bomb)])
+    assert r.status_code == 413 and "16000x16000" in r.json()["detail"], r.text
+    r = client.post("/score", files=[("image", bomb), upload(media, "good.mp4")[1]])
+    assert r.status_code == 413 and r.json()["detail"].startswith("image (bomb.gif)"), r.text
+    r = client.post("/rank", files=upload(media, "good.mp4", field="videos") + [("videos", bomb)])
+    assert r.status_code == 413 and "videos[1] (bomb.gif)" in r.json()["detail"], r.text
+    small = gif_bomb(2000, 2000)  # 32 MiB to decode: under the pixel limit, over a bound of 16 MiB
+    r = client.post("/score", files=[upload(media)[0], ("video", ("big.gif", small, "image/gif"))])
+    assert r.status_code == 200, r.text
+    with TestClient(create_app(icreward.load(MODEL), MODEL, ServeSettings(max_decode_mb=16))) as strict:
+        r = strict.post("/score", files=[upload(media)[0], ("video", ("big.gif", small, "image/gif"))])
+        assert r.status_code == 413 and "--max-decode-mb" in r.json()["detail"], r.text
+        assert strict.post("/score", files=upload(media, "good.mp4")).status_code == 200
+    assert client.get("/stats").json()["batches"] == 1  # only the 2000 x 2000 GIF reached the model
+
+
+def test_rank_over_the_video_cap_is_422(scorer, media):
+    with TestClient(create_app(scorer, MODEL, ServeSettings(allow_roots=[media], max_rank_videos=2))) as client:
+        r = client.post("/rank", files=upload(media, "good.mp4", "bad.mp4", "good.mp4", field="videos"))
+        assert r.status_code == 422 and "at most 2" in r.json()["detail"]
+        r = client.post("/rank", json={"image": "img.png", "videos": ["good.mp4"] * 3})
+        assert r.status_code == 422 and "at most 2" in r.json()["detail"]
+        r = client.post("/rank", json={"image": "img.png", "videos": ["good.mp4", "good.mp4"]})
+        assert [e["rank"] for e in r.json()["ranking"]] == [1, 2]
+        r = client.post("/rank", json={"image": "img.png", "videos": []})
+        assert r.status_code == 422 and "videos: empty" in r.json()["detail"]
 
 
 def test_model_info_of_a_learned_model():
@@ -184,7 +242,12 @@ def test_openapi_lists_the_routes_and_both_request_kinds(client):
     assert set(content["application/json"]["schema"]["properties"]) == {"image", "video", "num_frames"}
     assert {"403", "413", "422", "504"} <= set(spec["paths"]["/score"]["post"]["responses"])
     assert "ScoreResponse" in spec["components"]["schemas"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")  # Swagger UI from this server, not a CDN (rendered in Chromium: test_serve_docs.py)
+    assert docs.status_code == 200 and "cdn" not in docs.text and "https://" not in docs.text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)""", docs.text)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets) and any(a.endswith(".css") for a in assets)
+    assert all(client.get(a).status_code == 200 for a in assets), assets
+    assert client.get("/redoc").status_code == 404  # ReDoc would fetch its logo from a CDN
 
 
 class SlowScorer(Scorer):
@@ -200,11 +263,16 @@ class SlowScorer(Scorer):
         return self.inner(image, video)
 
 
-def test_request_over_the_timeout_is_504(scorer, media):
-    settings = ServeSettings(request_timeout=0.2)
-    with TestClient(create_app(SlowScorer(scorer, 0.8), MODEL, settings)) as client:
-        r = client.post("/score", files=upload(media, "good.mp4"))
-        assert r.status_code == 504 and "--request-timeout" in r.json()["detail"]
+def test_request_over_the_timeout_is_504_and_counted_dropped(scorer, media):
+    settings = ServeSettings(request_timeout=0.2, batch_size=1)
+    with TestClient(create_app(SlowScorer(scorer, 0.5), MODEL, settings)) as client:
+        with ThreadPoolExecutor(3) as pool:  # the first is being scored when it times out, the others are queued
+            answers = list(pool.map(lambda _: client.post("/score", files=upload(media, "good.mp4")), range(3)))
+        r = client.post("/rank", files=upload(media, "good.mp4", field="videos"))
+        assert [a.status_code for a in [*answers, r]] == [504] * 4
+        assert "--request-timeout" in r.json()["detail"]
+        stats = client.get("/stats").json()
+    assert stats["requests"] == stats["errors"] == stats["dropped"] == 4, stats
 
 
 def test_real_server_micro_batches_concurrent_requests(scorer, media):
@@ -255,12 +323,13 @@ def test_serve_command_line_builds_the_app(monkeypatch, media):
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
-    args = ["serve", "--model", MODEL, "--port", "0", "--allow-root", str(media), "--max-frames", "8"]
+    args = ["serve", "--model", MODEL, "--port", "8123", "--allow-root", str(media), "--max-frames", "8"]
     assert main(args) == 0
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
     with TestClient(seen["app"]) as client:
         r = client.post("/score", json={"image": "img.png", "video": "good.mp4", "num_frames": 9})
         assert r.status_code == 422 and "between 2 and 8" in r.json()["detail"]
+        assert "2 to 8" in client.get("/openapi.json").json()["paths"]["/score"]["post"]["description"]
     assert main(["serve", "--allow-root", str(media / "nope")]) == 2
 
 

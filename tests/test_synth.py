@@ -90,6 +90,7 @@ def bench_two_workers(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_same_seed_same_manifests_and_images_with_two_workers(bench, bench_two_workers):
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "videos.jsonl", "synth.json"):
         assert (bench_two_workers / name).read_bytes() == (bench / name).read_bytes()
@@ -97,6 +98,7 @@ def test_same_seed_same_manifests_and_images_with_two_workers(bench, bench_two_w
         assert (bench_two_workers / "images" / image.name).read_bytes() == image.read_bytes()
 
 
+@pytest.mark.slow
 def test_same_seed_same_video_pixels_with_two_workers(bench, bench_two_workers):
     for v in _read_jsonl(bench / "videos.jsonl"):
         np.testing.assert_array_equal(_decode(bench_two_workers / v["video"]), _decode(bench / v["video"]))
@@ -147,6 +149,7 @@ def test_a_crash_leaves_no_dataset(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no half-written .partial folder either
 
 
+@pytest.mark.slow
 def test_user_photos_as_sources(tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()

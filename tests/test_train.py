@@ -276,6 +276,7 @@ def test_bf16_autocast_really_runs_in_bf16(tmp_path, data):
     assert json.loads((tmp_path / "run" / "train_config.json").read_text())["precision"] == "bf16"
 
 
+@pytest.mark.slow
 def test_lora_backbone_trains_from_pixels_decoded_in_workers(tmp_path, data):
     from accelerate.utils import set_seed
 
@@ -294,6 +295,7 @@ def test_lora_backbone_trains_from_pixels_decoded_in_workers(tmp_path, data):
 # ---- feature cache, resume
 
 
+@pytest.mark.slow
 def test_feature_cache_matches_no_cache_and_is_reused(tmp_path, data):
     base = dict(epochs=1, model_type="icreward", model=ICR, cache_dir=str(tmp_path / "cache"))
     cached = train(config(tmp_path, data, out=str(tmp_path / "cached"), **base))
@@ -307,6 +309,7 @@ def test_feature_cache_matches_no_cache_and_is_reused(tmp_path, data):
     assert_same_weights(tmp_path / "cached", tmp_path / "again", atol=0)
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_mid_epoch_gives_the_same_run(tmp_path, data):
     common = ("--epochs", "2", "--save-every", "4", "--log-every", "2")
     assert main(cli_args(tmp_path, data, "full", *common)) == 0
@@ -379,6 +382,7 @@ def test_no_weight_decay_on_biases_norms_and_embeddings(tmp_path, data):
 # ---- many processes
 
 
+@pytest.mark.slow
 def test_two_process_run_makes_a_loadable_checkpoint(tmp_path, data):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -303,6 +303,8 @@ class _RecordParser:
     def path_string(self, value: Any, key: str) -> str:
         if not isinstance(value, str) or not value.strip():
             self.fail(f'"{key}" must be a non-empty path string, got {_show(value)}')
+        if "\0" in value:
+            self.fail(f'"{key}" holds a NUL character, which no file name can: {_show(value)}')
         return value
 
     def number(self, value: Any, what: str) -> float | None:
@@ -354,13 +356,32 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 continue
             value: Any
             try:
-                value = json.loads(raw.rstrip(b"\r\n").decode("utf-8"))
+                value = _parse_json(raw.rstrip(b"\r\n").decode("utf-8"))
             except UnicodeDecodeError:
                 value = ManifestError(path, line, "line is not valid UTF-8 text")
             except json.JSONDecodeError as err:
                 reason = f"malformed JSON: {err.msg} (column {err.colno}); each line must be one whole JSON object"
                 value = ManifestError(path, line, reason)
+            except ValueError as err:  # what _parse_json refuses
+                value = ManifestError(path, line, f"malformed JSON: {err}")
             yield line, value
+
+
+def _parse_json(text: str) -> Any:
+    """`json.loads`, raising ValueError (not RecursionError) for nesting too deep to parse, and for escaped lone
+    surrogates (\\ud800), which are not text (they could not be written back or printed)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if "\\u" in text:  # only an escape can make a lone surrogate out of valid UTF-8
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("it holds an escaped lone surrogate (\\ud800-\\udfff), which is not text") from None
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+    return value
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -388,9 +409,12 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 row: dict[str, Any] = {k: c.strip() for k, c in zip(header, cells, strict=True) if c.strip()}
                 if "labels" in row:
                     try:
-                        row["labels"] = json.loads(row["labels"])
+                        row["labels"] = _parse_json(row["labels"])
                     except json.JSONDecodeError as err:
                         yield line, ManifestError(path, line, f"labels is not valid JSON: {err.msg}", row.get("id"))
+                        continue
+                    except ValueError as err:  # too deep, a lone surrogate, an integer of thousands of digits
+                        yield line, ManifestError(path, line, f"labels is not valid JSON: {err}", row.get("id"))
                         continue
                 yield line, row
         except csv.Error as err:

@@ -16,6 +16,12 @@ LABELS = ("A", "B", "tie")
 LABEL_VALUES = {"A": 1, "B": -1, "tie": 0}  # +1: A preferred, -1: B preferred, 0: tie (the sign of r_A - r_B)
 LABEL_NAMES = {value: name for name, value in LABEL_VALUES.items()}
 
+# Frames sampled from a video file (`num_frames`): at least MIN_FRAMES, as consistency over time needs two, and at
+# most MAX_FRAMES, as every sampled frame is kept in memory (float32 at the working size: 256 frames of 512 x 288 are
+# 450 MB). Scorers take tensors of any T >= 1 (`scorer(image, video)`); these bounds are for decoding files.
+MIN_FRAMES = 2
+MAX_FRAMES = 256
+
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B in grey
 
 # The `mode` of a consistent video and of a still one in `icreward synth`'s records; the failure modes themselves

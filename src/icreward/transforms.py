@@ -5,13 +5,15 @@ Training, scoring and guidance all call `preprocess(x, config)`, so they cannot 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic", "area", "nearest")  # torch.nn.functional.interpolate modes resize accepts
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,39 @@ class PreprocessConfig:
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)  # per-channel mean subtracted
     std: tuple[float, float, float] = field(default=IMAGENET_STD)  # per-channel std divided by
 
+    def __post_init__(self) -> None:
+        """Check every field (raises ValueError `"<field>: <problem>"`): a bad checkpoint config is refused at load."""
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}: must be an integer >= 1 or null, got {value!r}")
+        for name in ("square_resize", "antialias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation: must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.square_resize and self.resize is None:
+            raise ValueError("square_resize: needs a resize size")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            numbers = isinstance(value, tuple | list) and len(value) == 3
+            numbers = numbers and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            if not numbers or not all(math.isfinite(v) for v in value) or (name == "std" and min(value) <= 0):
+                want = "three positive finite numbers" if name == "std" else "three finite numbers"
+                raise ValueError(f"{name}: must be {want}, got {value!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
+        """Build from `to_dict()` output (mean and std as lists); an unknown or ill-typed field raises ValueError."""
         d = dict(d)
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown preprocessing fields: {', '.join(sorted(unknown))}")
         for k in ("mean", "std"):
-            if k in d:
+            if isinstance(d.get(k), list | tuple):
                 d[k] = tuple(d[k])
         return cls(**d)
 

@@ -13,7 +13,10 @@
      score normalisation) ranks the validation pairs at least as well, the head is dropped (`head: none`) and
      the checkpoint computes only what contributes;
   6. the checkpoint (config.json, model.safetensors) and `card.json` (recipe, data, results, timings) written
-     atomically to `--out`; the scoring frame count is set to `score_frames`.
+     atomically to `--out`; the scoring frame count is set to `score_frames`. `--out` may be new, empty or an
+     earlier checkpoint; a folder holding other files is refused before any work unless `--overwrite` (then only
+     those three files are replaced, the others are kept).
+Progress: bars on a terminal, a line now and then in a log; `--quiet` for neither.
 """
 
 from __future__ import annotations
@@ -46,7 +49,11 @@ class DefaultRecipe:
     backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {"image_size": 128, "patch_size": 8})
 
 
-def synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None) -> Path:
+CHECKPOINT_MARKER = ("model.safetensors", "config.json")  # what marks an earlier checkpoint (config.json last)
+OUTPUT_FILES = (*CHECKPOINT_MARKER, "card.json")  # what the recipe writes into --out
+
+
+def synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None, progress: bool = True) -> Path:
     """The recipe's synthetic data folder under `work` (generated once, reused when complete)."""
     from icreward.synth import SynthConfig
     from icreward.synth.dataset import generate
@@ -59,7 +66,7 @@ def synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None) ->
         json.dumps(dataclasses.asdict(config))
     ):
         return root
-    generate(config, root, workers=workers, progress=sys.stderr.isatty())
+    generate(config, root, workers=workers, progress=progress, overwrite=True)  # the recipe's own work folder
     return root
 
 
@@ -143,7 +150,7 @@ def card_check(model, work: Path) -> dict[str, Any]:
     from icreward.synth.dataset import generate
 
     root = work / "card-check"
-    generate(SynthConfig(**CARD_CHECK_SYNTH), root, workers=1, progress=False)
+    generate(SynthConfig(**CARD_CHECK_SYNTH), root, workers=1, progress=False, overwrite=True)
     rewards, labels = [], []
     for split in ("train", "val", "test"):
         manifest = load_manifest(root / f"{split}.jsonl", require_labels=True)
@@ -163,18 +170,47 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
+def check_out(out: str | Path, work: str | Path, real_i2v: Path | None = None, overwrite: bool = False) -> None:
+    """Refuse (`IcrewardError`) an `--out` that is the work folder, is, holds or lies inside `--real-i2v`, is a file,
+    or is a non-empty folder that is not an earlier checkpoint (unless `overwrite`)."""
+    from icreward.atomic import check_output_dir, same_path
+    from icreward.errors import IcrewardError
+
+    if same_path(out, work):
+        raise IcrewardError(f"--out {out}: is the --work folder; give the checkpoint a folder of its own")
+    inputs = {"--real-i2v": real_i2v} if real_i2v is not None else {}
+    check_output_dir(out, flag="--out", inputs=inputs, marker=CHECKPOINT_MARKER, overwrite=overwrite, what="checkpoint")
+
+
 def make_default_model(
-    recipe: DefaultRecipe, work: str | Path, out: str | Path, real_i2v: Path | None = None
+    recipe: DefaultRecipe,
+    work: str | Path,
+    out: str | Path,
+    real_i2v: Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the recipe; returns the card written beside the checkpoint in `out`."""
+    """Run the recipe; returns the card written beside the checkpoint in `out`.
+
+    `out` is checked first (`check_out`), so a refusal costs nothing; `progress` shows bars or lines on stderr.
+    """
+    from icreward.progress import silenced
+
+    check_out(out, work, real_i2v, overwrite)
+    with silenced(not progress):
+        return _make_default_model(recipe, Path(work), Path(out), real_i2v, overwrite, progress)
+
+
+def _make_default_model(
+    recipe: DefaultRecipe, work: Path, out: Path, real_i2v: Path | None, overwrite: bool, progress: bool
+) -> dict[str, Any]:
     from icreward.atomic import atomic_dir
     from icreward.loading import load
     from icreward.training import TrainConfig, train
     from icreward_recipes.study import expand_pairs
 
-    work, out = Path(work), Path(out)
     start = time.perf_counter()
-    data = synth_data(recipe, work)
+    data = synth_data(recipe, work, progress=progress)
     synth_seconds = time.perf_counter() - start
     train_path = expand_pairs(data / "train.jsonl", work, recipe.tie_margin)
     config = TrainConfig(
@@ -191,7 +227,7 @@ def make_default_model(
         batch_size=recipe.batch_size,
         seed=recipe.seed,
         overwrite=True,
-        progress=sys.stderr.isatty(),
+        progress=progress,
         tensorboard=False,
     )
     result = train(config, str(train_path), str(data / "val.jsonl"))
@@ -212,7 +248,7 @@ def make_default_model(
         },
         "seconds": {"synth": round(synth_seconds), "train": round(train_seconds)},
     }
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, own=OUTPUT_FILES, marker=CHECKPOINT_MARKER, overwrite=overwrite, what="checkpoint") as tmp:
         model.save_pretrained(tmp)  # config.json and model.safetensors; the card joins them below
         card["results"] = evaluate_checkpoint(tmp, data / "test.jsonl", real_i2v)
         card["check"] = card_check(load(str(tmp)), work)
@@ -223,17 +259,35 @@ def make_default_model(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from icreward.errors import IcrewardError
+
     defaults = DefaultRecipe()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="data and run folder")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (replaced atomically)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="checkpoint folder to write atomically: new, empty or an earlier checkpoint (config.json, "
+        "model.safetensors and card.json are replaced; other files are kept)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty folder that is not an earlier checkpoint"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     parser.add_argument("--real-i2v", type=Path, default=None, help="folder of real pairs (manifest.jsonl) to check on")
     parser.add_argument("--n-sources", type=int, default=defaults.n_sources)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args(argv)
     recipe = dataclasses.replace(defaults, n_sources=args.n_sources, epochs=args.epochs, seed=args.seed)
-    card = make_default_model(recipe, args.work, args.out, args.real_i2v)
+    try:
+        card = make_default_model(
+            recipe, args.work, args.out, args.real_i2v, overwrite=args.overwrite, progress=not args.quiet
+        )
+    except IcrewardError as e:
+        print(f"default_model: error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(card["results"] | {"seconds": card["seconds"]}, indent=2))
     return 0
 

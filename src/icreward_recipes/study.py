@@ -131,8 +131,17 @@ def expand_pairs(train_path: Path, out: Path, tie_margin: float) -> Path:
     return path
 
 
-def _train_model_type(name: str, config: ExperimentConfig, train_path: Path, runs: Path) -> list[Path]:
-    """k-fold runs of one model type for every seed; returns the fold checkpoint folders."""
+def _train_model_type(
+    name: str, config: ExperimentConfig, train_path: Path, runs: Path, progress: bool = True
+) -> list[Path]:
+    """k-fold runs of one model type for every seed; returns the fold checkpoint folders.
+
+    With `progress`, each fold run shows its bars (or lines, off a terminal) and epoch summaries; without, the fold
+    runs are silent.
+    """
+    import contextlib
+    import io
+
     from icreward.training import TrainConfig, train_kfold
 
     recipe = dict(config.recipes[name])
@@ -149,16 +158,19 @@ def _train_model_type(name: str, config: ExperimentConfig, train_path: Path, run
             loss="btt",
             kfold=config.folds,
             overwrite=True,
-            progress=sys.stderr.isatty(),
+            progress=progress,
             tensorboard=False,
             **recipe,
         )
         start = time.perf_counter()
-        results = train_kfold(train_config, str(train_path), config.folds)
+        with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):
+            results = train_kfold(train_config, str(train_path), config.folds)
         accs = ", ".join(f"{r.best_val_accuracy:.3f}" for r in results)
-        print(
-            f"  {name} seed {seed}: fold val accuracies {accs} ({time.perf_counter() - start:.0f} s)", file=sys.stderr
-        )
+        if progress:
+            print(
+                f"  {name} seed {seed}: fold val accuracies {accs} ({time.perf_counter() - start:.0f} s)",
+                file=sys.stderr,
+            )
         checkpoints += [Path(r.out_dir) for r in results]
     return checkpoints
 
@@ -208,8 +220,19 @@ def _attention_examples(checkpoint: Path, test, n: int) -> list[dict]:
     return examples
 
 
-def run_experiment(config: ExperimentConfig) -> dict[str, dict]:
-    """Run the whole study; returns `{model name: results}` and writes the report folder `config.out`."""
+def run_experiment(config: ExperimentConfig, progress: bool = True) -> dict[str, dict]:
+    """Run the whole study; returns `{model name: results}` and writes the report folder `config.out`.
+
+    `progress`: bars on a terminal, lines now and then elsewhere, and a line per model type trained; the tables
+    print either way.
+    """
+    from icreward.progress import silenced
+
+    with silenced(not progress):
+        return _run_experiment(config, progress)
+
+
+def _run_experiment(config: ExperimentConfig, progress: bool) -> dict[str, dict]:
     from icreward.evaluation.evaluate import evaluate_model, evaluate_rewards, expand_models, pair_labels, pair_modes
     from icreward.evaluation.html import seen_vs_heldout, write_html_report
     from icreward.evaluation.report import format_per_mode_table, format_table, write_report
@@ -235,8 +258,9 @@ def run_experiment(config: ExperimentConfig) -> dict[str, dict]:
     checkpoints_of: dict[str, list[Path]] = {}
     for name in config.models:
         t0 = time.perf_counter()
-        print(f"training {name}: {config.folds} folds x {len(config.seeds)} seeds", file=sys.stderr)
-        checkpoints = checkpoints_of[name] = _train_model_type(name, config, train_path, runs)
+        if progress:
+            print(f"training {name}: {config.folds} folds x {len(config.seeds)} seeds", file=sys.stderr)
+        checkpoints = checkpoints_of[name] = _train_model_type(name, config, train_path, runs, progress)
         ensemble, each = _ensemble_rewards(checkpoints, test)
         val_ensemble = _ensemble_rewards(checkpoints, val)[0] if val is not None else None
         label = f"learned:{name}"

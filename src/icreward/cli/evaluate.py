@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from icreward.cli.common import MAX_BOOTSTRAP, add_quiet_option, int_range, positive_int, seed_value
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="agreement of one or more models with the labels of a pair manifest")
@@ -17,13 +19,36 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "that needs no weights",
     )
     p.add_argument("--val", help="validation manifest: the tie threshold of each model is chosen on it")
-    p.add_argument("--report", help="folder for results.json and per-pair CSV")
+    p.add_argument(
+        "--report",
+        help="folder (created if missing) for results.json, pairs.csv and index.html; those are replaced, other "
+        "files in it are kept",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip invalid manifest lines and list them")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--bootstrap",
+        type=int_range(1, MAX_BOOTSTRAP),
+        default=1000,
+        help=f"bootstrap resamples for the 95%% intervals, 1..{MAX_BOOTSTRAP} (default: 1000)",
+    )
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of the bootstrap resamples, >= 0 (default: 0)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass, >= 1 (default: 8)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or mps (default: cpu)")
+    add_quiet_option(p)
     return p
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Inputs readable and the report folder usable, before anything is loaded or scored."""
+    from icreward.atomic import check_output_dir
+    from icreward.cli.common import check_device, check_inputs
+    from icreward.evaluation.evaluate import DEFAULT_BENCHMARK
+
+    data = None if args.data == DEFAULT_BENCHMARK else args.data
+    check_inputs(data=data, val=args.val)
+    if args.report:  # results.json, pairs.csv, index.html go into it beside whatever else it holds
+        check_output_dir(args.report, flag="--report", inputs={"--data": data, "--val": args.val}, overwrite=True)
+    check_device(args.device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from icreward.manifest import format_skipped, load_manifest
     from icreward.rules import DEFAULT_MODEL
 
+    check_paths(args)
     data_path, val_path = resolve_data(args.data, args.val)
     test = load_manifest(data_path, skip_bad=args.skip_bad, require_labels=True)
     val = load_manifest(val_path, skip_bad=args.skip_bad, require_labels=True) if val_path else None

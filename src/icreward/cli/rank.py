@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from icreward.cli.common import add_model_option
+from icreward.cli.common import (
+    FRAMES_HELP,
+    add_model_option,
+    check_device,
+    check_inputs,
+    frame_count,
+    positive_int,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -15,18 +22,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--videos", nargs="+", required=True, help="candidate videos of that image")
     add_model_option(p)
     p.add_argument("--json", action="store_true", help='print {"image", "model", "ranking": [...]} instead of a table')
-    p.add_argument("--top", type=int, default=None, help="show only the K best")
-    p.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--top", type=positive_int, default=None, help="show only the K best, K >= 1")
+    p.add_argument("--num-frames", type=frame_count, default=None, help=f"{FRAMES_HELP} (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass, >= 1 (default: 8)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or mps (default: cpu)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag, value in (("--top", args.top), ("--num-frames", args.num_frames), ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            print(f"icreward rank: {flag} must be at least 1, got {value}", file=sys.stderr)
-            return 2
+    check_inputs(image=args.image, videos=args.videos)
+    check_device(args.device)
     import torch
 
     from icreward.loading import load

@@ -6,7 +6,15 @@ import argparse
 import json
 import sys
 
-from icreward.cli.common import add_model_option
+from icreward.cli.common import (
+    FRAMES_HELP,
+    add_model_option,
+    add_quiet_option,
+    check_device,
+    check_inputs,
+    frame_count,
+    positive_int,
+)
 from icreward.errors import IcrewardError
 
 
@@ -15,34 +23,46 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--image", help="conditioning image")
     p.add_argument("--video", help="generated video")
     p.add_argument("--manifest", help="JSONL/CSV manifest of pointwise or pair records")
-    p.add_argument("--out", help="output JSONL (required with --manifest): one line per input line")
+    p.add_argument(
+        "--out",
+        help="output JSONL (required with --manifest): one line per input line; a file path, never the manifest",
+    )
     add_model_option(p)
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare reward")
-    p.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--num-frames", type=frame_count, default=None, help=f"{FRAMES_HELP} (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass, >= 1 (default: 8)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or mps (default: cpu)")
     p.add_argument(
         "--resume",
         action="store_true",
         help="keep the results already in --out (and in its .partial.jsonl side file) and score only the rest",
     )
     p.add_argument(
-        "--flush-every", type=int, default=64, help="fsync finished results to the side file every N (default: 64)"
+        "--flush-every",
+        type=positive_int,
+        default=64,
+        help="fsync finished results to the side file every N, >= 1 (default: 64)",
     )
+    add_quiet_option(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     single = args.image is not None or args.video is not None
     if single == (args.manifest is not None):
-        print("icreward score: give either --image and --video, or --manifest and --out", file=sys.stderr)
-        return 2
+        raise IcrewardError("give either --image and --video, or --manifest and --out")
     if single and (args.image is None or args.video is None):
-        print("icreward score: --image and --video go together", file=sys.stderr)
-        return 2
+        raise IcrewardError("--image and --video go together")
     if not single and args.out is None:
-        print("icreward score: --manifest needs --out", file=sys.stderr)
-        return 2
+        raise IcrewardError("--manifest needs --out")
+    if single and args.out is not None:
+        raise IcrewardError("--out goes with --manifest; a single pair's reward is printed")
+    check_inputs(image=args.image, video=args.video, manifest=args.manifest)
+    if not single:  # before the model loads and anything is scored: a refusal leaves nothing behind
+        from icreward.scoring.resumable import check_output_paths
+
+        check_output_paths(args.manifest, args.out, out_flag="--out")
+    check_device(args.device)
     import torch
 
     from icreward.loading import load
@@ -84,6 +104,7 @@ def _score_manifest(scorer, args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             num_frames=args.num_frames,
             device=args.device,
+            progress=not args.quiet,
         )
     except KeyboardInterrupt:
         side = partial_path(args.out)

@@ -6,18 +6,39 @@ import argparse
 import time
 from collections import Counter
 
+from icreward.cli.common import MAX_FRAMES, MIN_FRAMES, add_quiet_option, int_range, positive_int, seed_value
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="generate a labelled failure-case benchmark (videos + split manifests)")
-    p.add_argument("--out", required=True, help="output folder (train.jsonl, val.jsonl, test.jsonl, videos/)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (train/val/test.jsonl, videos.jsonl, synth.json, images/, videos/): new, empty, or an "
+        "earlier synth output (its synth files are replaced); never inside, equal to or holding --images",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty folder that is not an earlier synth output; only synth's own files are "
+        "replaced, other files are kept",
+    )
     p.add_argument("--images", help="folder of source images to use instead of procedural scenes")
-    p.add_argument("--n", type=int, default=None, help="number of source images (default: 150)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int_range(3), default=None, help="number of source images, >= 3 (default: 150)")
+    p.add_argument("--seed", type=seed_value, default=0, help="(default: 0)")
     p.add_argument("--holdout-modes", default="", help="comma-separated failure modes kept out of train/val")
-    p.add_argument("--frames", type=int, default=None, help="frames per video (default: 16)")
-    p.add_argument("--size", type=int, default=None, help="video side in pixels (default: 128)")
+    p.add_argument(
+        "--frames",
+        type=int_range(MIN_FRAMES, MAX_FRAMES),
+        default=None,
+        help=f"frames per video, {MIN_FRAMES}..{MAX_FRAMES} (default: 16)",
+    )
+    p.add_argument("--size", type=int_range(16, 4096), default=None, help="video side in pixels, even (default: 128)")
     p.add_argument("--tie-margin", type=float, default=None, help="|score_a - score_b| at or below this is a tie")
-    p.add_argument("--workers", type=int, default=None, help="processes rendering videos (default: min(2, CPU count))")
+    p.add_argument(
+        "--workers", type=positive_int, default=None, help="processes rendering videos (default: min(2, CPU count))"
+    )
+    add_quiet_option(p)
     return p
 
 
@@ -38,11 +59,13 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Generate the benchmark and print counts per split, per mode and per label."""
     from icreward.synth import generate
+    from icreward.synth.dataset import check_output
     from icreward.synth.plan import SPLITS
 
     config = config_from_args(args)
+    check_output(config, args.out, args.overwrite, flag="--out")  # before anything is rendered
     start = time.perf_counter()
-    summary = generate(config, args.out, workers=args.workers)
+    summary = generate(config, args.out, workers=args.workers, progress=not args.quiet, overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
     counts = summary["counts"]
     print(f"wrote {args.out} in {elapsed:.1f} s (seed {config.seed}, {config.n} source images)")

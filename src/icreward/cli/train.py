@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import json
 
-from icreward.cli.common import json_object
+from icreward.cli.common import FRAMES_HELP, MAX_FRAMES, MIN_FRAMES, frame_count, json_object
+from icreward.errors import IcrewardError
 from icreward.training.config import CACHE_DTYPES, LOSSES, PRECISIONS, TrainConfig, load_config_file, resolve_config
 
 
@@ -23,7 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--data", help="training manifest: pair records (pointwise records with --loss mse)")
     g.add_argument("--val", help="validation manifest: early stopping, score normalisation, tie threshold")
-    g.add_argument("--out", help="run folder (a checkpoint, with train_config.json, metrics.csv, last/)")
+    g.add_argument(
+        "--out",
+        help="run folder (a checkpoint, with train_config.json, metrics.csv, last/); other files in it are kept",
+    )
     g.add_argument("--tie-margin", type=float, help=f"|score_a - score_b| that is a tie (default: {d.tie_margin})")
     g.add_argument("--skip-bad", action="store_true", default=None, help="skip invalid manifest lines, listed")
     g.add_argument("--num-workers", type=int, help=f"DataLoader processes decoding media (default: {d.num_workers})")
@@ -37,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--backbone-policy", help=f"frozen | last-<k> | lora | lora-r<rank> | full (default: {d.backbone_policy})"
     )
     g.add_argument("--model-kwargs", dest="model", type=json_object, help='JSON model config fields: {"d_model": 64}')
-    g.add_argument("--num-frames", type=int, help=f"frames sampled per video (default: {d.num_frames})")
+    g.add_argument("--num-frames", type=frame_count, help=f"{FRAMES_HELP} (default: {d.num_frames})")
     g = p.add_argument_group("objective")
     g.add_argument("--loss", choices=LOSSES, help=f"(default: {d.loss})")
     g.add_argument("--theta", type=float, help=f"tie parameter of the BTT loss (default: {d.theta})")
@@ -77,13 +81,30 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--no-cache", dest="cache", action="store_false", default=None, help="no feature cache (frozen backbone)"
     )
     g.add_argument("--cache-dtype", choices=CACHE_DTYPES, help=f"stored token precision (default: {d.cache_dtype})")
-    g.add_argument("--resume", action="store_true", default=None, help="continue the interrupted run in --out")
-    g.add_argument("--overwrite", action="store_true", default=None, help="replace an earlier run's files in --out")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue the interrupted run in --out from its last save (with none saved yet: start from step 0)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="replace an earlier run's files in --out (only those: other files are kept)",
+    )
     g.add_argument("--save-every", type=int, help="also save the resume state every N steps (default: each epoch)")
     g.add_argument(
         "--log-every", type=int, help=f"metrics.csv step row every N steps, 0 = epochs only (default: {d.log_every})"
     )
-    g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    g.add_argument(
+        "--no-progress",
+        "--quiet",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress bars or progress lines (epoch summaries still print)",
+    )
     g.add_argument(
         "--no-tensorboard", dest="tensorboard", action="store_false", default=None, help="no TensorBoard events"
     )
@@ -97,10 +118,84 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return resolve_config(file_values, flags, source=args.config or "command line")
 
 
+def check_model_kwargs(model_type: str, fields: dict) -> None:
+    """Each `--model-kwargs` field is one the model's config has, with a value of its type: a one-line error naming
+    the field, before a model is built (a wrong type would otherwise fail deep inside torch)."""
+    import typing
+
+    from icreward.models import MODEL_TYPES
+
+    if model_type not in MODEL_TYPES:
+        return  # TrainConfig / build_model name the unknown type
+    config_class = MODEL_TYPES[model_type].config_class
+    hints = typing.get_type_hints(config_class)
+    for name, value in fields.items():
+        if name not in hints:
+            known = ", ".join(sorted(hints))
+            raise IcrewardError(f"--model-kwargs: {model_type} has no field {name!r}; its fields: {known}")
+        if not _has_type(value, hints[name]):
+            raise IcrewardError(
+                f"--model-kwargs: field {name!r} must be {_type_name(hints[name])}, got {json.dumps(value)}"
+            )
+
+
+def _has_type(value, hint) -> bool:
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (dict, list, tuple) or hint in (dict, list, tuple):
+        return isinstance(value, dict if (origin or hint) is dict else list | tuple)
+    return True  # Any and anything else: the model config checks it
+
+
+def _type_name(hint) -> str:
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return names.get(hint, "a JSON " + ("object" if (typing.get_origin(hint) or hint) is dict else "list"))
+
+
+def check_run(config: TrainConfig) -> None:
+    """Inputs readable, the run folder a folder (never an input), the frame count in range: before anything loads."""
+    from icreward.atomic import check_not_an_input, check_readable_input
+
+    if not MIN_FRAMES <= config.num_frames <= MAX_FRAMES:  # also when it came from --config
+        raise IcrewardError(f"num_frames {config.num_frames}: must be between {MIN_FRAMES} and {MAX_FRAMES}")
+
+    for flag, path in (("--data", config.data), ("--val", config.val)):
+        if path:
+            check_readable_input(path, flag)
+    if config.out:
+        from pathlib import Path
+
+        out = Path(config.out)
+        check_not_an_input(out, {"--data": config.data, "--val": config.val}, "--out", folder=True)
+        if out.exists() and not out.is_dir():
+            raise IcrewardError(f"--out {out}: is a file, not a folder")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     config = config_from_args(args)
+    check_run(config)
+    check_model_kwargs(config.model_type, config.model)
     try:
         return _run(config)
     finally:

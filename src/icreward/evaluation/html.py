@@ -36,6 +36,7 @@ MAX_FRAMES = 8  # frames shown per attention strip, evenly spaced
 MAX_POINTS = 400  # dots drawn per panel and label (a seeded subsample); boxes use every point
 SEVERITY_BINS = 4
 DPI = 110
+FOLD_FIELDS = 8  # a nested setting with more fields than this is shown in a <details> block (open)
 
 
 def _float(value: Any, default: float | None = None) -> float | None:
@@ -349,13 +350,32 @@ def _plot_attention(entry: Mapping[str, Any]) -> Figure:
 # ----------------------------------------------------------------------------------------------------------- page
 
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.7em; text-align: right; white-space: nowrap; }
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222;
+  overflow-wrap: break-word; }
+h1 { overflow-wrap: anywhere; }
+.table-wrap { max-width: 100%; overflow-x: auto; margin: 0.5em 0 1em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.4em; text-align: right; vertical-align: top; }
+td { white-space: nowrap; }
+th { background: #f3f3f3; vertical-align: bottom; min-width: 4em; }
 th:first-child, td:first-child { text-align: left; }
-th { background: #f3f3f3; }
+.sub { display: block; font-size: 0.8em; color: #555; }
+dl.settings { margin: 0.5em 0 1.5em; font-size: 0.9em; border-top: 1px solid #ddd; }
+dl.settings > div { display: grid; grid-template-columns: minmax(7em, 12em) minmax(0, 1fr); gap: 0 1em;
+  padding: 0.3em 0.6em; border-bottom: 1px solid #ddd; }
+dl.settings > div > dt { font-weight: 600; }
+dl.settings dd { margin: 0; min-width: 0; }
+.value { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.95em;
+  overflow-wrap: anywhere; white-space: pre-wrap; }
+dl.fields { display: grid; grid-template-columns: repeat(auto-fill, minmax(17em, 1fr)); gap: 0.15em 1.5em; margin: 0; }
+dl.fields > div { display: flex; gap: 0.5em; min-width: 0; }
+dl.fields > div.group { grid-column: 1 / -1; display: block; }
+dl.fields > div.group > dd { margin-left: 1.5em; }
+dl.fields dt { color: #555; white-space: nowrap; }
+dl.fields dt::after { content: ":"; }
+details > summary { cursor: pointer; color: #555; }
 figure { margin: 1.5em 0; }
-img { max-width: 100%; }
+img { max-width: 100%; height: auto; }
 figcaption, .note { color: #555; font-size: 0.9em; max-width: 60em; }
 """
 RESULTS_NOTE = (
@@ -386,22 +406,34 @@ CAPTIONS = {
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """An HTML table; `header` is escaped here, `rows` hold cell HTML that is already escaped."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    """An HTML table in a container that scrolls sideways if it must (the page never does); `header` is escaped
+    here (a header may break after ":", as in "metric:<wbr>color-hist"), `rows` hold cell HTML already escaped."""
+    head = "".join(f"<th>{html.escape(h).replace(':', ':<wbr>')}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>\n" for row in rows)
-    return f"<table>\n<tr>{head}</tr>\n{body}</table>"
+    return f'<div class="table-wrap"><table>\n<tr>{head}</tr>\n{body}</table></div>'
+
+
+def _cell_html(text: str) -> str:
+    """Escaped cell text; a trailing interval "value [lo, hi]" or count "value (n=k)" on its own smaller line."""
+    for sep in (" [", " (n="):
+        value, found, rest = text.partition(sep)
+        if found and rest.endswith(("]", ")")):
+            return f'{html.escape(value)} <span class="sub">{html.escape(found.strip() + rest)}</span>'
+    return html.escape(text)
 
 
 def _best_bold(cells: Sequence[tuple[str, float | None]]) -> list[str]:
     """Escaped cell texts, bold on every cell holding the highest displayed value where at least two compete."""
     shown = [v for _, v in cells if v is not None]
     best = max(shown) if len(shown) >= 2 else None
-    return [f"<b>{html.escape(t)}</b>" if v is not None and v == best else html.escape(t) for t, v in cells]
+    return [f"<b>{_cell_html(t)}</b>" if v is not None and v == best else _cell_html(t) for t, v in cells]
 
 
 def _results_table(results: Mapping[str, Mapping[str, Any]], groups: Mapping[str, str]) -> str:
-    header = ["model", "group"]
-    columns = [[html.escape(m) for m in results], [html.escape(groups.get(m, "")) for m in results]]
+    header, columns = ["model"], [[html.escape(m) for m in results]]
+    if any(groups.get(m) for m in results):  # no empty column where no model has a group (`icreward eval`)
+        header.append("group")
+        columns.append([html.escape(groups.get(m, "")) for m in results])
     for key in TABLE_COLUMNS:
         name, kind = COLUMN_FORMATS[key]
         header.append(name + (" (optimistic)" if key == "pair_accuracy_ties_test_swept" else ""))
@@ -438,11 +470,37 @@ def _per_mode_table(results: Mapping[str, Mapping[str, Any]], holdout: set[str])
 
 
 def _meta_value(value: Any) -> str:
+    """A scalar setting as text; a list of scalars comma-separated, other lists as JSON; None and [] as MISSING."""
+    if value is None or (isinstance(value, list | tuple) and not value):
+        return MISSING
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, Mapping | list | tuple):
+    if isinstance(value, list | tuple):
+        if all(v is None or isinstance(v, str | int | float | bool) for v in value):
+            return ", ".join(_meta_value(v) for v in value)
+        return json.dumps(value, default=str, ensure_ascii=False)
+    if isinstance(value, Mapping):
         return json.dumps(value, default=str, ensure_ascii=False)
     return str(value)
+
+
+def _setting(key: Any, value: Any) -> str:
+    """One setting: <dt>key</dt><dd>value</dd> in a <div>; a non-empty mapping becomes a nested list of its fields
+    (folded into an open <details> when it has more than FOLD_FIELDS), its values wrapped in monospace."""
+    if isinstance(value, Mapping) and value:
+        fields = f'<dl class="fields">{"".join(_setting(k, v) for k, v in value.items())}</dl>'
+        if len(value) > FOLD_FIELDS:
+            fields = f"<details open><summary>{len(value)} fields</summary>{fields}</details>"
+        return f'<div class="group"><dt>{html.escape(str(key))}</dt><dd>{fields}</dd></div>'
+    return f'<div><dt>{html.escape(str(key))}</dt><dd class="value">{html.escape(_meta_value(value))}</dd></div>'
+
+
+def _settings(meta: Mapping[str, Any]) -> str:
+    """The settings as a definition list: one row per key, nested mappings as indented key: value fields."""
+    if not meta:
+        return ""
+    rows = "\n".join(_setting(k, v) for k, v in meta.items())
+    return f'<dl class="settings">\n{rows}\n</dl>'
 
 
 def _figure(name: str, alt: str, caption: str) -> str:
@@ -476,12 +534,15 @@ def write_html_report(
 ) -> Path:
     """Write `report_dir/index.html` and the PNG plots it links (relative links; each file written atomically).
 
-    The page: `title`, `meta` as a table, the results table (best values bold), the plots with a caption on how to
-    read each, the per-mode table, and the attention strips. `holdout_modes`: failure modes kept out of training
-    (marked †; adds the seen-vs-held-out plot). `model_groups`: {model: "handcrafted" | "learned" | ...} colours the
-    bars and puts learned models first in the small multiples. `seed_results`: {model: [results dict per seed or
-    fold]} drawn as dots over the accuracy bars. `attention`: [{"id", "title", "image" (H, W, 3) uint8, "frames"
-    (T, H, W, 3) uint8, "heatmaps" (T, h, w)}], e.g. from `models.attention_heatmaps`. Returns the index path.
+    The page: `title`, `meta` as a list of settings (nested mappings as indented fields, wrapped monospace values),
+    the results table (best values bold, intervals on a line of their own), the plots scaled to the page width with
+    a caption on how to read each, the per-mode table, and the attention strips; it reads at laptop widths (1024 px
+    and up) without scrolling sideways (`tests/test_html_browser.py` checks it in Chromium). `holdout_modes`:
+    failure modes kept out of training (marked †; adds the seen-vs-held-out plot). `model_groups`: {model:
+    "handcrafted" | "learned" | ...} colours the bars and puts learned models first in the small multiples.
+    `seed_results`: {model: [results dict per seed or fold]} drawn as dots over the accuracy bars. `attention`:
+    [{"id", "title", "image" (H, W, 3) uint8, "frames" (T, H, W, 3) uint8, "heatmaps" (T, h, w)}], e.g. from
+    `models.attention_heatmaps`. Returns the index path.
     """
     report_dir = Path(report_dir)
     groups = dict(model_groups or {})
@@ -511,11 +572,10 @@ def write_html_report(
     ]
     plot_blocks, attention_blocks = (_save_figures(report_dir, p) for p in (plots, attention_plots))
     esc = html.escape
-    meta_rows = [[esc(str(k)), esc(_meta_value(v))] for k, v in (meta or {}).items()]
     page = [
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">',
         f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<h1>{esc(title)}</h1>",
-        _table(["setting", "value"], meta_rows) if meta_rows else "",
+        _settings(meta or {}),
         "<h2>Results</h2>",
         _results_table(results, groups),
         f'<p class="note">{esc(RESULTS_NOTE)}</p>',

@@ -1,4 +1,5 @@
 """What the handcrafted metrics share: framing the image like the video, and encoding image and frames together.
+Their inputs are checked where every scorer's are, in `Scorer.__call__` (`icreward.interface.check_reward_inputs`).
 
 Common-size rule, for every metric: the image is first centre-cropped to the video's aspect ratio (what I2V
 pipelines do to their conditioning image; a no-op when the ratios already agree), then each metric brings image and
@@ -13,15 +14,6 @@ from torch import nn
 
 from icreward.backbones import Backbone, build_backbone
 from icreward.transforms import PreprocessConfig, preprocess
-
-
-def check_inputs(image: torch.Tensor, video: torch.Tensor) -> None:
-    """Raise a ValueError unless image is `[B, 3, H, W]` and video `[B, T, 3, H', W']` with the same B."""
-    if image.ndim != 4 or image.shape[1] != 3 or video.ndim != 5 or video.shape[2] != 3 or len(image) != len(video):
-        raise ValueError(
-            f"expected image [B,3,H,W] and video [B,T,3,H,W] with the same B, got {tuple(image.shape)} and "
-            f"{tuple(video.shape)}"
-        )
 
 
 def crop_to_aspect(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from icreward.backbones import Backbone
 from icreward.interface import Scorer, register_metric
-from icreward.metrics.base import BackboneEmbedder, check_inputs, embed_image_and_frames
+from icreward.metrics.base import BackboneEmbedder, embed_image_and_frames
 from icreward.transforms import PreprocessConfig
 
 
@@ -37,6 +37,5 @@ class ClipI(Scorer):
         self.embedder = BackboneEmbedder(backbone, preprocess, backbone_kwargs)
 
     def forward(self, image: torch.Tensor, video: torch.Tensor, prompt: Sequence[str] | None = None) -> torch.Tensor:
-        check_inputs(image, video)
         image_emb, frame_emb = embed_image_and_frames(self.embedder, image, video)  # (B, D), (B, T, D)
         return F.cosine_similarity(image_emb[:, None], frame_emb, dim=-1).mean(1)

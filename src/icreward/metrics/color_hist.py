@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from icreward.interface import Scorer, register_metric
-from icreward.metrics.base import check_inputs, crop_to_aspect, resize_to
+from icreward.metrics.base import crop_to_aspect, resize_to
 
 
 def soft_color_histogram(x: torch.Tensor, bins: int = 8, bandwidth: float = 0.5, joint: bool = True) -> torch.Tensor:
@@ -48,7 +48,6 @@ class ColorHistogram(Scorer):
         self.bins, self.bandwidth, self.joint, self.size = bins, bandwidth, joint, size
 
     def forward(self, image: torch.Tensor, video: torch.Tensor, prompt: Sequence[str] | None = None) -> torch.Tensor:
-        check_inputs(image, video)
         b, t = video.shape[:2]
         image = resize_to(crop_to_aspect(image, *video.shape[-2:]), (self.size, self.size))
         frames = resize_to(video.flatten(0, 1), (self.size, self.size))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from icreward.interface import Scorer, register_metric
-from icreward.metrics.base import check_inputs, match_image_to_frames
+from icreward.metrics.base import match_image_to_frames
 
 
 def gaussian_filter_matrix(n: int, window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -66,7 +66,6 @@ class FirstFrameMetric(Scorer):
         raise NotImplementedError
 
     def forward(self, image: torch.Tensor, video: torch.Tensor, prompt: Sequence[str] | None = None) -> torch.Tensor:
-        check_inputs(image, video)
         frame = video[:, 0]  # (B, 3, h, w)
         return self.compare(match_image_to_frames(image, frame), frame)
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from icreward.backbones import Backbone
 from icreward.interface import Scorer, register_metric
-from icreward.metrics.base import BackboneEmbedder, Embedder, check_inputs, embed_image_and_frames
+from icreward.metrics.base import BackboneEmbedder, Embedder, embed_image_and_frames
 from icreward.transforms import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
 # (w_image, w_mean, w_min): weights of max(c), mean(s) and min(s). "vbench" is VBench++'s; an earlier release
@@ -59,7 +59,6 @@ class VBenchI2V(Scorer):
             raise ValueError(f"weights must be (w_image, w_mean, w_min), got {weights!r}")
 
     def forward(self, image: torch.Tensor, video: torch.Tensor, prompt: Sequence[str] | None = None) -> torch.Tensor:
-        check_inputs(image, video)
         return vbench_i2v_formula(*embed_image_and_frames(self.embedder, image, video), self.weights)
 
 

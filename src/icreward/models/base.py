@@ -30,7 +30,7 @@ from torch import nn
 from icreward.atomic import atomic_dir, current_umask
 from icreward.backbones import build_backbone
 from icreward.errors import IcrewardError
-from icreward.interface import Scorer
+from icreward.interface import Scorer, check_reward_inputs
 from icreward.models.backbone_policy import apply_backbone_policy, count_trainable, parse_backbone_policy
 from icreward.transforms import PreprocessConfig, preprocess
 
@@ -52,6 +52,28 @@ class RewardModelConfig:
     tie_threshold: float | None = None  # |r_A - r_B| of normalised rewards up to which a pair is called a tie
     training: dict[str, Any] = field(default_factory=dict)  # the trainer's metadata: data hash, loss, epochs, ...
 
+    def __post_init__(self) -> None:
+        """Check every field's type and range, so a bad config.json is refused at load naming the field (raises
+        ValueError `"<field>: <problem>"`, which `from_pretrained` reports with the folder and config.json)."""
+        check_str(self, "backbone")
+        check_dict(self, "backbone_kwargs")
+        check_str(self, "backbone_policy")
+        try:
+            parse_backbone_policy(self.backbone_policy)
+        except ValueError as e:
+            raise ValueError(f"backbone_policy: {e}") from None
+        check_int(self, "num_frames", minimum=1)
+        if self.preprocess is not None:
+            check_dict(self, "preprocess")
+            try:
+                PreprocessConfig.from_dict(self.preprocess)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"preprocess: {e}") from None
+        check_float(self, "score_mean")
+        check_float(self, "score_std", above=0)
+        check_float(self, "tie_threshold", minimum=0, optional=True)
+        check_dict(self, "training")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -62,6 +84,58 @@ class RewardModelConfig:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def _problem(config: object, name: str, want: str) -> ValueError:
+    return ValueError(f"{name}: must be {want}, got {json.dumps(getattr(config, name), default=repr)[:60]}")
+
+
+def check_int(config: object, name: str, minimum: int | None = None, optional: bool = False) -> None:
+    """Raise ValueError `"<name>: must be ..."` unless the field is an int (not a bool) >= `minimum` (or None)."""
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        want = "an integer" + ("" if minimum is None else f" >= {minimum}") + (" or null" if optional else "")
+        raise _problem(config, name, want)
+
+
+def check_float(
+    config: object,
+    name: str,
+    minimum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    optional: bool = False,
+) -> None:
+    """Raise ValueError unless the field is a finite number (int or float, not a bool) in the bounds (or None)."""
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (minimum is None or value >= minimum) and (above is None or value > above)
+    if not (ok and (below is None or value < below)):
+        bounds = [f">= {minimum:g}" if minimum is not None else "", f"> {above:g}" if above is not None else ""]
+        bounds.append(f"< {below:g}" if below is not None else "")
+        want = " ".join(["a finite number", " and ".join(b for b in bounds if b)]).strip()
+        raise _problem(config, name, want + (" or null" if optional else ""))
+
+
+def check_bool(config: object, name: str) -> None:
+    if not isinstance(getattr(config, name), bool):
+        raise _problem(config, name, "true or false")
+
+
+def check_str(config: object, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, str) or not value.strip():
+        raise _problem(config, name, "a non-empty string")
+
+
+def check_dict(config: object, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise _problem(config, name, "a JSON object")
 
 
 class RewardModel(Scorer):
@@ -121,13 +195,20 @@ class RewardModel(Scorer):
         return self.normalize(self.head(img_tokens, vid_tokens))
 
     def rewards_for_image(
-        self, image: torch.Tensor, videos: torch.Tensor, prompt: Sequence[str] | None = None
+        self,
+        image: torch.Tensor,
+        videos: torch.Tensor,
+        prompt: Sequence[str] | None = None,
+        *,
+        value_range: str = "0,1",
     ) -> torch.Tensor:
         """Rewards `[B]` of B candidate `videos [B,T,3,H,W]` of one `image [3,H,W]`, the image encoded once.
 
         The B videos go through the backbone as one clip of B*T frames (it sees frames one by one), and the image's
-        tokens are shared by every video in the head.
+        tokens are shared by every video in the head. Inputs are checked as a call is (`check_reward_inputs`).
         """
+        image, videos = check_reward_inputs(image, videos, value_range, layout="shared")
+        self._check_precision(image, videos)
         b, t = videos.shape[:2]
         img_tokens, (vid_tokens,) = self.encode_videos(image[None], videos.flatten(0, 1)[None])  # (1,..), (1,B*T,..)
         img_tokens = {k: v.expand(b, *v.shape[1:]) for k, v in img_tokens.items()}  # (B, ...)
@@ -159,12 +240,21 @@ class RewardModel(Scorer):
         return self.normalize(out)
 
     def forward_pairs(
-        self, image: torch.Tensor, video_a: torch.Tensor, video_b: torch.Tensor, prompt: Sequence[str] | None = None
+        self,
+        image: torch.Tensor,
+        video_a: torch.Tensor,
+        video_b: torch.Tensor,
+        prompt: Sequence[str] | None = None,
+        *,
+        value_range: str = "0,1",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised rewards `(r_a [B], r_b [B])` of two videos made from the same images, in one forward pass.
 
         The image is encoded once; the frames of A and B go through the backbone in the same batch as the image.
+        Inputs are checked as a call is (`check_reward_inputs`).
         """
+        image, (video_a, video_b) = check_reward_inputs(image, [video_a, video_b], value_range)
+        self._check_precision(image, video_a, video_b)
         img_tokens, (a_tokens, b_tokens) = self.encode_videos(image, video_a, video_b)
         r_a, r_b = self.head_pairs(img_tokens, a_tokens, b_tokens)
         return self.normalize(r_a), self.normalize(r_b)
@@ -284,7 +374,10 @@ class RewardModel(Scorer):
 
         meta = {"model_type": self.model_type, "icreward_version": __version__, "backbone_saved": save_backbone}
         meta.update(self.config.to_dict())
-        with atomic_dir(path) as tmp:
+        # Into an earlier checkpoint or a new or empty folder; only config.json and model.safetensors are replaced
+        # (other files, e.g. a card.json, stay), config.json last: a crash never leaves a mix that loads.
+        files = (WEIGHTS_NAME, CONFIG_NAME)  # what marks an earlier checkpoint; config.json goes in last
+        with atomic_dir(path, own=files, marker=files, what="checkpoint") as tmp:
             safetensors.torch.save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~current_umask())  # safetensors makes it 0600
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")

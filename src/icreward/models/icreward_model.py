@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icreward.models.base import RewardModel, RewardModelConfig, Tokens
+from icreward.models.base import RewardModel, RewardModelConfig, Tokens, check_bool, check_float, check_int
 from icreward.models.evidence import EvidenceReadout
 
 HEADS = ("attention", "none")
@@ -52,14 +52,24 @@ class ICRewardConfig(RewardModelConfig):
     #                               constant offset (which pairwise losses never see) cannot saturate the bound
 
     def __post_init__(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        super().__post_init__()
+        if not isinstance(self.head, str) or self.head not in HEADS:
+            raise ValueError(f"head: must be one of {', '.join(HEADS)}, got {self.head!r}")
+        for name in ("d_model", "heads", "depth", "head_queries"):
+            check_int(self, name, minimum=1)
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model: {self.d_model} is not a multiple of heads ({self.heads})")
+        check_float(self, "mlp_ratio", above=0)
+        if int(self.d_model * self.mlp_ratio) < 1:
+            raise ValueError(f"mlp_ratio: {self.mlp_ratio} leaves the MLPs no hidden unit at d_model {self.d_model}")
+        check_float(self, "dropout", minimum=0, below=1)
+        check_bool(self, "evidence")
+        check_bool(self, "head_reference")
+        check_float(self, "head_bound", above=0, optional=True)  # for no head at all, set head: none
         if self.head == "none" and not self.evidence:
             raise ValueError("head 'none' needs evidence: true (the evidence read-out is then the whole reward)")
         if self.head == "none" and (self.head_bound is not None or self.head_reference):
             raise ValueError("head_bound and head_reference shape the attention head; head 'none' has none")
-        if self.head_bound is not None and not self.head_bound > 0:
-            raise ValueError(f"head_bound must be > 0 (for no head, set head: none), got {self.head_bound}")
 
     @classmethod
     def from_dict(cls, d: dict) -> ICRewardConfig:

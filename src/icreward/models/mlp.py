@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icreward.models.base import RewardModel, RewardModelConfig, Tokens
+from icreward.models.base import RewardModel, RewardModelConfig, Tokens, check_bool, check_float, check_int
 
 
 @dataclass
@@ -21,6 +21,13 @@ class MLPRewardConfig(RewardModelConfig):
     depth: int = 2  # number of hidden layers (Linear + GELU + Dropout each) before the output layer
     dropout: float = 0.1  # dropout after each hidden layer
     l2_normalize: bool = True  # unit-normalise the image and each frame's cls first (the product then sums to cos)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int(self, "hidden", minimum=1)
+        check_int(self, "depth", minimum=0)
+        check_float(self, "dropout", minimum=0, below=1)
+        check_bool(self, "l2_normalize")
 
 
 class MLPRewardModel(RewardModel):

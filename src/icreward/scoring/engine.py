@@ -9,7 +9,6 @@ equal shapes share a forward pass.
 from __future__ import annotations
 
 import math
-import sys
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -123,14 +122,16 @@ def _media_loader(num_frames: int, max_side: int | None):
 
 def _sampling(scorers: Sequence[Scorer], num_frames: int | None) -> tuple[int, int | None]:
     """The frame count and decode size that every scorer of an ensemble reads its videos at."""
-    frames = {num_frames or s.num_frames for s in scorers}
+    frames = {s.num_frames if num_frames is None else num_frames for s in scorers}
     sides = {s.max_side for s in scorers}
     if len(frames) > 1 or len(sides) > 1:
         raise ValueError(
             f"the scorers sample videos differently (frames {sorted(frames)}, sizes {sides}); "
             "score them separately or give num_frames"
         )
-    return frames.pop(), sides.pop()
+    from icreward.media import check_num_frames  # refuses 0, -1 or 5000 before any item is read
+
+    return check_num_frames(frames.pop()), sides.pop()
 
 
 def score_items(
@@ -147,17 +148,16 @@ def score_items(
     Consecutive items whose image and video tensors have the same shapes are scored as one batch; an item whose
     media cannot be read, or whose reward is not finite, yields a result with `error` set and the rest go on.
     """
-    from tqdm.auto import tqdm
+    from icreward.progress import progress_bar
 
     scorers = [scorers] if isinstance(scorers, Scorer) else list(scorers)
     load = _media_loader(*_sampling(scorers, num_frames))
     scorers = [s.to(device).eval() for s in scorers]
-    bar = tqdm(
+    bar = progress_bar(  # a bar on a terminal, a line now and then in a log, nothing when not `progress`
         total=len(items),
         desc=f"scoring ({', '.join(dict.fromkeys(s.name for s in scorers))})",
         unit="video",
-        disable=None if progress else True,
-        file=sys.stderr,
+        enabled=progress,
         mininterval=1.0,
     )
     pending: list[tuple[Item, torch.Tensor, torch.Tensor]] = []
@@ -165,24 +165,27 @@ def score_items(
     def flush() -> Iterator[ItemResult]:
         if not pending:
             return
-        images, videos = [p[1] for p in pending], [p[2] for p in pending]
-        per_scorer = [batch_rewards(s, images, videos, device) for s in scorers]  # (S, B)
-        for (item, _, _), rewards in zip(pending, zip(*per_scorer, strict=True), strict=True):
-            yield ItemResult(item.key, rewards, NOT_FINITE if None in rewards else None)
-        bar.update(len(pending))
+        batch = list(pending)
         pending.clear()
+        images, videos = [p[1] for p in batch], [p[2] for p in batch]
+        per_scorer = [batch_rewards(s, images, videos, device) for s in scorers]  # (S, B)
+        bar.update(len(batch))  # before the results go out: a caller may stop taking them at its last one
+        for (item, _, _), rewards in zip(batch, zip(*per_scorer, strict=True), strict=True):
+            yield ItemResult(item.key, rewards, NOT_FINITE if None in rewards else None)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for item, image, video, error in prefetch(load, items, pool, ahead=2 * batch_size):
-            if error is not None:
-                yield from flush()
-                bar.update(1)
-                yield ItemResult(item.key, error=error)
-                continue
-            if pending and (pending[0][1].shape != image.shape or pending[0][2].shape != video.shape):
-                yield from flush()
-            pending.append((item, image, video))
-            if len(pending) >= batch_size:
-                yield from flush()
-        yield from flush()
-    bar.close()
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for item, image, video, error in prefetch(load, items, pool, ahead=2 * batch_size):
+                if error is not None:
+                    yield from flush()
+                    bar.update(1)
+                    yield ItemResult(item.key, error=error)
+                    continue
+                if pending and (pending[0][1].shape != image.shape or pending[0][2].shape != video.shape):
+                    yield from flush()
+                pending.append((item, image, video))
+                if len(pending) >= batch_size:
+                    yield from flush()
+            yield from flush()
+    finally:
+        bar.close()

@@ -30,10 +30,10 @@ def rank_videos(
     last with reward None and its error; equal rewards keep input order. An image that cannot be read raises
     `MediaError`.
     """
-    from icreward.media import load_image, load_video
+    from icreward.media import check_num_frames, load_image, load_video
 
     scorer = scorer.to(device).eval()
-    frames = num_frames or scorer.num_frames
+    frames = check_num_frames(scorer.num_frames if num_frames is None else num_frames)
     if not isinstance(image, torch.Tensor):
         image = load_image(image, max_side=scorer.max_side)
     image = image.to(device)

@@ -66,6 +66,17 @@ def partial_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.partial{out.suffix or '.jsonl'}")
 
 
+def check_output_paths(manifest_path: str | Path, out: str | Path, out_flag: str | None = None) -> None:
+    """Refuse (`IcrewardError`) an output that would overwrite the manifest (the output itself or its side file),
+    is a folder, or cannot be written; nothing is created."""
+    from icreward.atomic import check_output_file
+
+    inputs = {"--manifest" if out_flag else "manifest": manifest_path}
+    check_output_file(out, flag=out_flag, inputs=inputs)
+    side = partial_path(out)
+    check_output_file(side, flag=f"{out_flag}'s side file" if out_flag else None, inputs=inputs)
+
+
 def _finished_lines(path: Path) -> dict[str, tuple[str, dict]]:
     """id -> (line, record) of the result lines of an earlier run that are whole and not errors (a torn last line
     of a killed run's side file does not parse and is left out)."""
@@ -134,11 +145,13 @@ def score_manifest_to_file(
     `out` is written atomically at the end. Meanwhile each finished result is appended to `partial_path(out)`
     (fsynced every `flush_every` results), which is removed once `out` is written. With `resume`, the ids that
     already have a result (not an error) in `out` or in the side file keep that line and are not scored again;
-    the rest are. Resume with the same model: the lines kept are not checked against it.
+    the rest are. Resume with the same model: the lines kept are not checked against it. An `out` that is the
+    manifest (or whose side file would be), a folder, or not writable is refused before anything is scored.
     """
     from icreward.atomic import atomic_write
     from icreward.manifest import load_manifest
 
+    check_output_paths(manifest_path, out)
     out = Path(out)
     side = partial_path(out)
     manifest = load_manifest(manifest_path, skip_bad=True, check_files=False)

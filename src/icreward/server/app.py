@@ -1,4 +1,6 @@
-"""The HTTP API of `icreward serve`: score and rank over uploads or allowed server paths, micro-batched."""
+"""The HTTP API of `icreward serve`: score and rank over uploads or allowed server paths, micro-batched, within
+bounds a client cannot push (body size, frames, decoded memory, videos per rank, time); the /docs page (Swagger UI)
+loads its script and styles from this server (the files fastapi-offline ships), so it works offline."""
 
 from __future__ import annotations
 
@@ -10,19 +12,32 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from icreward.errors import IcrewardError, MediaError
 from icreward.interface import Scorer
 from icreward.server.batcher import MicroBatcher, ScoreOutcome
-from icreward.server.inputs import BodySizeLimit, PathPolicy, request_media
+from icreward.server.inputs import (
+    DECODE_BUFFERS,
+    BodySizeLimit,
+    PathPolicy,
+    RequestMedia,
+    media_cost,
+    pixel_limit,
+    request_media,
+)
+
+RANK_DECODERS = 2  # threads rank_videos decodes a request's videos with
 
 
 @dataclass
 class ServeSettings:
     allow_roots: Sequence[str | Path] = ()  # folders whose files JSON path requests may name; none: uploads only
     max_upload_mb: float = 200.0  # largest request body (all uploads together), MiB
-    max_frames: int = 64  # largest num_frames a request may ask for
+    max_frames: int = 64  # largest num_frames a request may ask for (capped by icreward.media.MAX_FRAMES)
+    max_decode_mb: float = 512.0  # most memory one request's decoded media may take (estimated from headers), MiB
     request_timeout: float = 60.0  # seconds from a request's start to its answer, else 504
     batch_size: int = 8  # most (image, video) pairs in one forward pass
     batch_wait_ms: float = 10.0  # how long the worker waits for more requests to join a batch
@@ -31,7 +46,15 @@ class ServeSettings:
     decode_workers: int = 2  # threads decoding media
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_frames", "request_timeout", "batch_size", "max_rank_videos"):
+        for name in (
+            "max_upload_mb",
+            "max_frames",
+            "max_decode_mb",
+            "request_timeout",
+            "batch_size",
+            "max_rank_videos",
+            "decode_workers",
+        ):
             if not getattr(self, name) > 0:
                 raise IcrewardError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
@@ -94,11 +117,18 @@ class ModelInfo(BaseModel):
 
 
 class Stats(BaseModel):
-    requests: int = Field(description="score and rank requests answered since the start")
-    batches: int = Field(description="forward passes run for score requests")
-    items: int = Field(description="(image, video) pairs scored in them")
-    largest_batch: int = Field(description="most pairs scored in one forward pass")
-    dropped: int = Field(description="requests given up (timed out) before they were scored")
+    """Counts since the server started. Every /score and /rank request is counted once, when it is answered."""
+
+    requests: int = Field(description="/score and /rank requests answered, whatever the answer")
+    score_requests: int = Field(description="of them, /score requests")
+    rank_requests: int = Field(description="of them, /rank requests")
+    errors: int = Field(description="of them, answered with an error status (4xx or 5xx), dropped ones included")
+    dropped: int = Field(
+        description="of them, given up: not answered within --request-timeout (504), or cut off by shutdown (503)"
+    )
+    batches: int = Field(description="forward passes run, for /score micro-batches and /rank alike")
+    items: int = Field(description="videos scored in them: one per answered /score, one per ranked video")
+    largest_batch: int = Field(description="most videos scored in one forward pass")
 
 
 class ErrorBody(BaseModel):
@@ -107,9 +137,17 @@ class ErrorBody(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "a path outside the --allow-root folders, or path requests disabled"},
-    413: {"model": ErrorBody, "description": "request body over --max-upload-mb"},
+    413: {
+        "model": ErrorBody,
+        "description": "request body over --max-upload-mb, an image or video frame over the pixel limit, or media "
+        "whose decoding would take over --max-decode-mb (read from the file headers: nothing was decoded)",
+    },
     415: {"model": ErrorBody, "description": "neither multipart/form-data nor application/json"},
-    422: {"model": ErrorBody, "description": "a missing field, num_frames out of range, or media that cannot be read"},
+    422: {
+        "model": ErrorBody,
+        "description": "a missing field, num_frames out of range, too many videos, or media that cannot be read",
+    },
+    503: {"model": ErrorBody, "description": "the server shut down before the request was scored"},
     504: {"model": ErrorBody, "description": "not answered within --request-timeout"},
 }
 
@@ -152,9 +190,58 @@ def _media_detail(name: str, label: str, error: Exception) -> str:
     return f"{name} ({label}): {error.reason if isinstance(error, MediaError) else error}"
 
 
+def frame_range(settings: ServeSettings) -> tuple[int, int]:
+    """The num_frames a request may ask for: from `icreward.media.MIN_FRAMES` (2 where it has none) to the smaller of
+    `--max-frames` and `icreward.media.MAX_FRAMES`."""
+    from icreward import media
+
+    return getattr(media, "MIN_FRAMES", 2), min(settings.max_frames, getattr(media, "MAX_FRAMES", settings.max_frames))
+
+
+def limits_text(settings: ServeSettings, scorer: Scorer) -> str:
+    """The limits of this server, in Markdown (the /docs page and its description)."""
+    low, high = frame_range(settings)
+    image_pixels, frame_pixels = ("none" if n is None else f"{n:,}" for n in (pixel_limit(False), pixel_limit(True)))
+    working = "full size" if scorer.max_side is None else f"longer side at most {scorer.max_side}"
+    return f"""
+**Limits of this server** (all but the last are checked before any media are decoded):
+
+| what | limit | answer |
+|---|---|---|
+| request body, all uploads together | {settings.max_upload_mb:g} MiB (`--max-upload-mb`) | 413 |
+| `num_frames` | {low} to {high} (`--max-frames`); default: the model's {scorer.num_frames} | 422 |
+| decoded media per request | {settings.max_decode_mb:g} MiB (`--max-decode-mb`), estimated from the headers | 413 |
+| pixels of an image / of a video frame, from the header | {image_pixels} / {frame_pixels} (`icreward.media`) | 413 |
+| videos per `/rank` request | {settings.max_rank_videos} | 422 |
+| time from a request's start to its answer | {settings.request_timeout:g} s (`--request-timeout`) | 504 |
+
+The decoded-media estimate of a request is what it keeps, the image and the sampled frames of each video as
+float32 RGB at the model's working size (T x h x w x 3 x 4 bytes, {working}), plus the
+full-size frames being decoded ({DECODE_BUFFERS} RGBA frames, W x H x 4 bytes each, per decoding thread: one for
+`/score`, {RANK_DECODERS} for `/rank`). `/rank` decodes and scores its videos {settings.batch_size} at a time
+(`--batch-size`), so only its {settings.batch_size} largest videos count. `/score` requests that arrive together
+share one forward pass of up to {settings.batch_size}, so the server holds at most about {settings.batch_size} x
+{settings.max_decode_mb:g} MiB of decoded media. A GIF counts at the size of its canvas (logical screen), whatever
+the size of its frames.
+
+`/stats` counts every `/score` and `/rank` request once when it is answered (errors and timeouts included), and the
+forward passes and videos scored for both.
+"""
+
+
+def endpoint_limits(settings: ServeSettings, min_frames: int, max_frames: int) -> str:
+    return (
+        f"`num_frames`: {min_frames} to {max_frames} (422 outside). Refused with 413 before anything is decoded: a "
+        f"body over {settings.max_upload_mb:g} MiB, a frame over the pixel limit, media whose decoding would take over "
+        f"{settings.max_decode_mb:g} MiB (estimated from the headers, see the limits above). Answered within "
+        f"{settings.request_timeout:g} s, else 504."
+    )
+
+
 def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app serving `scorer` (named `model_name` in answers). Its lifespan starts and stops the batcher,
-    so drive it with uvicorn or `with TestClient(app)`."""
+    so drive it with uvicorn or `with TestClient(app)`. Its /docs page (Swagger UI) loads its script and styles from
+    the server itself, never from a CDN; there is no /redoc page (ReDoc fetches its logo from a CDN)."""
     settings = settings or ServeSettings()
     policy = PathPolicy(settings.allow_roots)
     batcher = MicroBatcher(
@@ -165,6 +252,9 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
         decode_workers=settings.decode_workers,
     )
     info = model_info(model_name, scorer, settings.device)
+    counts = _RequestCounts()
+    min_frames, max_frames = frame_range(settings)
+    max_decode_bytes = int(settings.max_decode_mb * 2**20)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -174,34 +264,91 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
         finally:
             batcher.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="icreward",
         summary="Image-to-video consistency rewards",
         description="Score how faithfully a generated video keeps the image it was conditioned on, or rank several "
         "videos of one image (best-of-N). Send files as multipart uploads, or (where the server was started with "
-        "--allow-root) a JSON object of paths on the server. Requests that arrive together are scored in one batch.",
+        "--allow-root) a JSON object of paths on the server. Requests that arrive together are scored in one batch.\n"
+        + limits_text(settings, scorer),
         lifespan=lifespan,
+        redoc_url=None,  # ReDoc's page fetches its logo from cdn.redoc.ly, whatever its options: /docs only
+        swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
     )
-    app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_upload_mb * 2**20))
+    app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_upload_mb * 2**20), on_refused=counts.refused)
     app.state.batcher = batcher
 
-    def frames_of(media) -> int:
+    def frames_of(media: RequestMedia) -> int:
         if media.num_frames is None:
             return scorer.num_frames
-        if not 2 <= media.num_frames <= settings.max_frames:
+        if not min_frames <= media.num_frames <= max_frames:
             raise HTTPException(
-                422, f"num_frames must be between 2 and {settings.max_frames} (--max-frames), got {media.num_frames}"
+                422,
+                f"num_frames must be between {min_frames} and {max_frames} (--max-frames), got {media.num_frames}",
             )
         return media.num_frames
 
-    async def within_timeout(work):
+    def check_decode(media: RequestMedia, num_frames: int) -> None:
+        """HTTP 413 where decoding the request's media would take over --max-decode-mb (or a frame is over the
+        pixel limit), read from the headers; a file whose header cannot be read is left to the decoder's error."""
+        image = media_cost(media.paths["image"], f"image ({media.labels['image']})", 1, scorer.max_side, False)
+        if "video" in media.paths:  # /score: one decoding thread reads the image, then the video
+            videos = [
+                media_cost(media.paths["video"], f"video ({media.labels['video']})", num_frames, scorer.max_side, True)
+            ]
+            decoders = 1
+        else:  # /rank: the image, then the videos by groups of batch_size, RANK_DECODERS threads decoding
+            videos = [
+                media_cost(path, f"videos[{i}] ({label})", num_frames, scorer.max_side, True)
+                for i, (path, label) in enumerate(zip(media.videos, media.video_labels, strict=True))
+            ]
+            decoders = RANK_DECODERS
+        known = [v for v in videos if v is not None]
+        held = sorted(known, key=lambda v: v.kept_bytes, reverse=True)[: settings.batch_size]
+        costs = [c for c in (image, *known) if c is not None]
+        if not costs:
+            return
+        biggest = max(costs, key=lambda c: c.work_bytes)
+        total = (image.kept_bytes if image else 0) + sum(v.kept_bytes for v in held) + decoders * biggest.work_bytes
+        if total > max_decode_bytes:
+            raise HTTPException(
+                413,
+                f"decoding would take about {total / 2**20:,.0f} MiB (the largest, {biggest.label}, is "
+                f"{biggest.width}x{biggest.height}), over this server's bound of {settings.max_decode_mb:g} MiB per "
+                "request (--max-decode-mb)",
+            )
+
+    async def answer(kind: str, work):
+        """Run a request's `work` within --request-timeout and count it in /stats once, whatever its answer."""
+        status = 500
         try:
             async with asyncio.timeout(settings.request_timeout):
-                return await work()
+                response = await work()
+            status = 200
+            return response
         except TimeoutError:
+            status = 504
             raise HTTPException(
                 504, f"not answered within {settings.request_timeout:g} s (--request-timeout)"
             ) from None
+        except HTTPException as e:
+            status = e.status_code
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the server is stopping under it
+            raise
+        finally:
+            counts.answered(kind, status)
+
+    async def outcome_of(future):
+        """The worker's answer to a submitted job; HTTP 503 where the batcher was stopped before it got to it."""
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                raise HTTPException(503, "the server shut down before the request was scored") from None
+            raise
 
     @app.get("/healthz", response_model=Health, summary="liveness")
     async def healthz() -> Health:
@@ -211,49 +358,59 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
     async def model() -> ModelInfo:
         return info
 
-    @app.get("/stats", response_model=Stats, summary="requests answered and batches formed")
+    @app.get("/stats", response_model=Stats, summary="requests answered, forward passes run, videos scored")
     async def stats() -> Stats:
-        return Stats(**asdict(batcher.stats()))
+        """Counts since the server started: every /score and /rank request once, when answered (errors, refusals
+        and timeouts included), and the forward passes and videos scored for both."""
+        work = batcher.stats()
+        return Stats(**asdict(counts), batches=work.batches, items=work.items, largest_batch=work.largest_batch)
 
     @app.post(
         "/score",
         response_model=ScoreResponse,
         responses=_ERRORS,
         summary="reward of one (image, video)",
+        description="The reward of one (image, video): uploads (file fields `image` and `video`, optional "
+        "`num_frames`) or, on a server started with --allow-root, a JSON object of paths. "
+        + endpoint_limits(settings, min_frames, max_frames),
         openapi_extra=_bodies(ScorePaths, {"image": "conditioning image", "video": "generated video"}),
     )
     async def score(request: Request) -> ScoreResponse:
         async def work() -> ScoreResponse:
             async with request_media(request, policy, ScorePaths, ("image", "video"), None) as media:
                 num_frames = frames_of(media)
+                await run_in_threadpool(check_decode, media, num_frames)
                 future = batcher.submit_score(media.paths["image"], media.paths["video"], num_frames)
-                outcome: ScoreOutcome = await asyncio.wrap_future(future)
+                outcome: ScoreOutcome = await outcome_of(future)
             if outcome.error is not None:
                 raise HTTPException(422, _media_detail(outcome.field, media.labels[outcome.field], outcome.error))
             if outcome.reward is None:
                 raise HTTPException(500, "the model gave a reward that is not a finite number")
             return ScoreResponse(reward=outcome.reward, model=model_name, num_frames=num_frames)
 
-        return await within_timeout(work)
+        return await answer("score", work)
 
     @app.post(
         "/rank",
         response_model=RankResponse,
         responses=_ERRORS,
         summary="videos of one image, best first (best-of-N)",
+        description="Several videos of one image, best first: uploads (file field `image`, one file field `videos` "
+        f"per video, optional `num_frames`) or a JSON object of paths. At most {settings.max_rank_videos} videos per "
+        f"request (422 over); they are decoded and scored {settings.batch_size} at a time, and a video that cannot be "
+        "read comes last with its error. " + endpoint_limits(settings, min_frames, max_frames),
         openapi_extra=_bodies(RankPaths, {"image": "conditioning image"}, list_field="videos"),
     )
     async def rank(request: Request) -> RankResponse:
         async def work() -> RankResponse:
-            async with request_media(request, policy, RankPaths, ("image",), "videos") as media:
+            async with request_media(
+                request, policy, RankPaths, ("image",), "videos", max_list=settings.max_rank_videos
+            ) as media:
                 num_frames = frames_of(media)
-                if len(media.videos) > settings.max_rank_videos:
-                    raise HTTPException(422, f"at most {settings.max_rank_videos} videos per request")
+                await run_in_threadpool(check_decode, media, num_frames)
                 label = dict(zip(map(str, media.videos), media.video_labels, strict=True))
                 try:
-                    ranking = await asyncio.wrap_future(
-                        batcher.submit_rank(media.paths["image"], media.videos, num_frames)
-                    )
+                    ranking = await outcome_of(batcher.submit_rank(media.paths["image"], media.videos, num_frames))
                 except MediaError as e:
                     raise HTTPException(422, _media_detail("image", media.labels["image"], e)) from None
             entries = [
@@ -267,6 +424,32 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
             ]
             return RankResponse(image=media.labels["image"], model=model_name, num_frames=num_frames, ranking=entries)
 
-        return await within_timeout(work)
+        return await answer("rank", work)
 
     return app
+
+
+@dataclass
+class _RequestCounts:
+    """/score and /rank requests answered, by kind and outcome (the event loop is the only writer)."""
+
+    requests: int = 0
+    score_requests: int = 0
+    rank_requests: int = 0
+    errors: int = 0
+    dropped: int = 0
+
+    def answered(self, kind: str, status: int) -> None:
+        self.requests += 1
+        if kind == "score":
+            self.score_requests += 1
+        else:
+            self.rank_requests += 1
+        self.errors += status >= 400
+        self.dropped += status in (499, 503, 504)
+
+    def refused(self, path: str, status: int) -> None:
+        """A request the body-size limit refused before it reached its endpoint."""
+        kind = {"/score": "score", "/rank": "rank"}.get(path.rstrip("/"))
+        if kind is not None:
+            self.answered(kind, status)

@@ -2,8 +2,10 @@
 
 One worker thread owns the model. It takes a request from the queue, waits up to `batch_wait_ms` (or until
 `batch_size` requests are in hand) for more, decodes their media in a thread pool, scores the items whose tensors
-have the same shapes as one batch, and resolves each request's `concurrent.futures.Future`. A request whose caller
-gave up (timed out, so its future was cancelled) before the worker reached it is dropped unscored.
+have the same shapes as one batch, and resolves each request's `concurrent.futures.Future`. A rank request decodes
+its image once and its videos `batch_size` at a time (`rank_videos` on each group), so it never holds more than one
+group of decoded videos. A request whose caller gave up (timed out, so its future was cancelled) before the worker
+reached it is skipped unscored. The worker counts the work done (`BatcherStats`); the app counts the requests.
 """
 
 from __future__ import annotations
@@ -49,11 +51,33 @@ class ScoreOutcome:
 
 @dataclass
 class BatcherStats:
-    requests: int = 0  # requests answered (score and rank), errors included
-    batches: int = 0  # forward passes run for score requests
-    items: int = 0  # (image, video) pairs scored in those passes
-    largest_batch: int = 0  # most pairs in one forward pass
-    dropped: int = 0  # requests whose caller had given up before the worker reached them
+    batches: int = 0  # forward passes run, for score and rank requests
+    items: int = 0  # videos scored in those passes: one per score request, one per ranked video
+    largest_batch: int = 0  # most videos in one forward pass
+    skipped: int = 0  # requests whose caller had given up (future cancelled) before the worker reached them
+
+
+class _CountingScorer:
+    """Stands in for the scorer in `rank_videos` and counts its forward passes (`rewards_for_image` calls)."""
+
+    def __init__(self, scorer: Scorer, count) -> None:
+        self._scorer, self._count = scorer, count
+
+    def __getattr__(self, name: str):
+        return getattr(self._scorer, name)
+
+    def to(self, *args, **kwargs) -> _CountingScorer:
+        self._scorer.to(*args, **kwargs)
+        return self
+
+    def eval(self) -> _CountingScorer:
+        self._scorer.eval()
+        return self
+
+    def rewards_for_image(self, image: torch.Tensor, videos: torch.Tensor, prompt=None) -> torch.Tensor:
+        rewards = self._scorer.rewards_for_image(image, videos, prompt)
+        self._count(len(videos))
+        return rewards
 
 
 _STOP = object()
@@ -119,7 +143,7 @@ class MicroBatcher:
             jobs, stop = self._collect()
             live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
             with self._lock:
-                self._stats.dropped += len(jobs) - len(live)
+                self._stats.skipped += len(jobs) - len(live)
             try:
                 self._score([job for job in live if isinstance(job, ScoreJob)])
                 for job in live:
@@ -175,27 +199,40 @@ class MicroBatcher:
                 for job, _ in chunk:
                     self._answer(job, error=e)
                 continue
-            with self._lock:
-                self._stats.batches += 1
-                self._stats.items += len(chunk)
-                self._stats.largest_batch = max(self._stats.largest_batch, len(chunk))
+            self._count_batch(len(chunk))
             for (job, _), reward in zip(chunk, rewards, strict=True):
                 self._answer(job, ScoreOutcome(reward=reward))
 
     def _rank(self, job: RankJob) -> None:
+        from icreward.media import load_image
+
         try:
-            ranking = rank_videos(
-                self.scorer, job.image, job.videos, self.batch_size, num_frames=job.num_frames, device=self.device
-            )
+            image = load_image(job.image, max_side=self.scorer.max_side)  # once for all the groups
+            counting = _CountingScorer(self.scorer, self._count_batch)
+            ranked: list[tuple[int, str, float | None, str | None]] = []  # (input index, video, reward, error)
+            for start in range(0, len(job.videos), self.batch_size):
+                group = job.videos[start : start + self.batch_size]
+                unused = {}  # path -> its input indices not yet matched (a path may be given twice)
+                for i, video in enumerate(group, start=start):
+                    unused.setdefault(str(video), []).append(i)
+                for video, reward, error in rank_videos(
+                    counting, image, group, self.batch_size, num_frames=job.num_frames, device=self.device
+                ):
+                    ranked.append((unused[video].pop(0), video, reward, error))
         except Exception as e:
             self._answer(job, error=e)
-        else:
-            self._answer(job, ranking)
+        else:  # the order rank_videos gives within a group, over all the groups: best first, ties in input order
+            ranked.sort(key=lambda r: (r[2] is None, -(r[2] or 0.0), r[0]))
+            self._answer(job, [(video, reward, error) for _, video, reward, error in ranked])
+
+    def _count_batch(self, size: int) -> None:
+        with self._lock:
+            self._stats.batches += 1
+            self._stats.items += size
+            self._stats.largest_batch = max(self._stats.largest_batch, size)
 
     def _answer(self, job: ScoreJob | RankJob, result=None, error: BaseException | None = None) -> None:
         if error is not None:
             job.future.set_exception(error)
         else:
             job.future.set_result(result)
-        with self._lock:
-            self._stats.requests += 1

@@ -7,8 +7,11 @@ Output folder (paths in manifests are relative to it):
   "source"}` of every video;
 - `images/<source>.png`, `videos/<video id>.mp4` (H.264), and `synth.json` (resolved config, code version, seed,
   score weights, counts per split, per mode and per label).
-The folder appears in one rename once complete (`atomic_dir`); the same config gives byte-identical files
-whatever the number of workers.
+The folder is written through `atomic_dir`: a new or empty folder (or an earlier benchmark holding nothing else)
+appears in one rename once complete; into a folder that also holds other files, only the files above are replaced,
+`synth.json` last, and the other files are kept. A non-empty folder that is not an earlier benchmark (no
+`synth.json`) is refused unless `overwrite`. The same config gives byte-identical files whatever the number of
+workers.
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-from icreward.atomic import atomic_dir
+from icreward.atomic import atomic_dir, check_output_dir
 from icreward.errors import IcrewardError
 from icreward.media import IMAGE_EXTENSIONS, load_image, write_video
+from icreward.progress import progress_bar
 from icreward.rules import CONSISTENT_MODE, label_from_scores
 from icreward.synth.failures import FAILURE_MODES, render_video
 from icreward.synth.motion import render_image, sample_trajectory
@@ -39,6 +42,8 @@ from icreward.synth.scenes import photo_scene, procedural_scene
 
 SYNTH_VERSION = 1  # bump when the same config would render different data
 BENCHMARK_NAME = "icbench-synth"
+MARKER = "synth.json"  # written last: a folder holding it is a whole benchmark
+OUTPUT_FILES = (*(f"{split}.jsonl" for split in SPLITS), "videos.jsonl", "images", "videos", MARKER)  # all synth writes
 
 
 def default_workers() -> int:
@@ -169,37 +174,51 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-def generate(config: SynthConfig, out: str | Path, workers: int | None = None, progress: bool = True) -> dict:
-    """Plan and render the benchmark `config` describes into the folder `out` (replaced atomically once whole).
+def check_output(config: SynthConfig, out: str | Path, overwrite: bool = False, flag: str | None = None) -> None:
+    """Refuse (`IcrewardError`) an output folder that is, holds or lies inside `config.images`, is a file, or is a
+    non-empty folder that is not an earlier benchmark (unless `overwrite`)."""
+    inputs = {"--images": config.images} if config.images else {}
+    check_output_dir(out, flag=flag, inputs=inputs, marker=(MARKER,), overwrite=overwrite, what="synth benchmark")
 
-    Returns the content of `out/synth.json`.
+
+def generate(
+    config: SynthConfig,
+    out: str | Path,
+    workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
+    """Plan and render the benchmark `config` describes into the folder `out` (see the module docstring).
+
+    `out` may be new, empty or an earlier benchmark; a folder holding other files is refused unless `overwrite`
+    (then synth's files are written beside them). Returns the content of `out/synth.json`.
     """
     config.validate()
+    check_output(config, out, overwrite)
     photos = list_photos(config.images) if config.images else []
     plans = plan_sources(config, photos)
     if workers is not None and workers < 1:
         raise IcrewardError(f"--workers must be at least 1, got {workers}")
     workers = min(workers or default_workers(), len(plans))
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, own=OUTPUT_FILES, marker=(MARKER,), overwrite=overwrite, what="synth benchmark") as tmp:
         (tmp / "images").mkdir()
         (tmp / "videos").mkdir()
         render = partial(render_source, config=config, out=tmp)
-        bar = tqdm(total=len(plans), desc="synth", unit="image", disable=None if progress else True, mininterval=1.0)
-        if workers == 1:
-            for plan in plans:
-                render(plan)
-                bar.update()
-        else:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                for _ in pool.imap_unordered(render, plans):
+        with progress_bar(total=len(plans), desc="synth", unit="image", enabled=progress) as bar:
+            if workers == 1:
+                for plan in plans:
+                    render(plan)
                     bar.update()
-        bar.close()
+            else:
+                with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                    for _ in pool.imap_unordered(render, plans):
+                        bar.update()
         pairs, videos = _records(plans, config)
         for split in SPLITS:
             _write_jsonl(tmp / f"{split}.jsonl", pairs[split])
         _write_jsonl(tmp / "videos.jsonl", videos)
         summary = _summary(config, plans, pairs, videos)
-        (tmp / "synth.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (tmp / MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
@@ -219,6 +238,6 @@ def default_benchmark(cache_dir: str | Path | None = None, config: SynthConfig |
     config = config or SynthConfig()
     root = Path(cache_dir or os.environ.get("ICREWARD_CACHE") or Path.home() / ".cache" / "icreward")
     path = root / f"{BENCHMARK_NAME}-v{SYNTH_VERSION}-{config_hash(config)[:8]}"
-    if not (path / "synth.json").is_file():
-        generate(config, path)
+    if not (path / MARKER).is_file():
+        generate(config, path, overwrite=True)  # the cache's own folder: what a crash left there is replaced
     return path

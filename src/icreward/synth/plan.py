@@ -102,11 +102,9 @@ def score_video(mode: str, severity: float, rng: np.random.Generator, rater_nois
 def split_groups(n_groups: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> list[str]:
     """Assign each group (a source image, or a photo and all images cut from it) to a split; none left empty."""
     order = rng.permutation(n_groups)
-    n_val = max(1, round(fractions[1] * n_groups))
-    n_test = max(1, round(fractions[2] * n_groups))
+    n_val = min(max(1, round(fractions[1] * n_groups)), n_groups - 2)  # leave one group each for train and test
+    n_test = min(max(1, round(fractions[2] * n_groups)), n_groups - 1 - n_val)  # ... and one for train
     n_train = n_groups - n_val - n_test
-    if n_train < 1:
-        n_train, n_test = 1, n_groups - n_val - 1
     splits = [""] * n_groups
     for rank, g in enumerate(order):
         splits[g] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"

@@ -2,6 +2,9 @@
 
 - Before training: refuse to clobber an earlier run (or clear it with `overwrite`), check a `--resume` matches the
   interrupted run, and write `train_config.json` (the full resolved config, git revision, data hashes, versions).
+  A run stopped before its first save leaves only files that hold nothing to resume (`train_config.json`,
+  `metrics.csv`, TensorBoard events): a new run in that folder, with or without `--resume`, starts from step 0 and
+  replaces them.
 - The resume state `RUN_DIR/last/` (one atomic folder, replaced whole at each save): `model.safetensors` (the model
   now), `best.safetensors` (the trainable weights of the best epoch so far), `optimizer.pt`, `scheduler.pt`, `rng.pt`
   (python, numpy, torch and CUDA generator states) and `state.json` (epoch, step, best metric, history, ...).
@@ -38,6 +41,8 @@ TRAIN_CONFIG_NAME = "train_config.json"
 METRICS_NAME = "metrics.csv"
 STATE_DIR = "last"
 RUN_FILES = (CONFIG_NAME, WEIGHTS_NAME, TRAIN_CONFIG_NAME, METRICS_NAME, STATE_DIR)
+UNSAVED_RUN_FILES = (TRAIN_CONFIG_NAME, METRICS_NAME)  # written before the first save: nothing to resume from
+STATE_NAME = "state.json"  # in STATE_DIR, written with the rest of the resume state: its presence means one was saved
 
 
 def prepare_run_dir(
@@ -50,8 +55,13 @@ def prepare_run_dir(
     digests: FileDigests,
     precision: str,
     extra: dict[str, Any],
+    log=None,
 ) -> dict[str, Any]:
-    """Check and set up `run_dir` (main process writes); returns the provenance stored in the checkpoint too."""
+    """Check and set up `run_dir` (main process writes); returns the provenance stored in the checkpoint too.
+
+    With `config.resume` and a saved resume state, the run must match it (`check_resumable`); with `config.resume`
+    but nothing saved yet, the run starts from step 0 (`has_resume_state` then says False on every process).
+    """
     import accelerate
 
     from icreward import __version__
@@ -68,10 +78,12 @@ def prepare_run_dir(
         "world_size": accelerator.num_processes,
     }
     if accelerator.is_main_process:
-        if config.resume:
+        if config.resume and has_resume_state(run_dir):
             check_resumable(run_dir, config, provenance)
         else:
-            clear_run_files(run_dir, config.overwrite)
+            note = clear_run_files(run_dir, config.overwrite, resume=config.resume)
+            if note and log is not None:
+                log(note)
         run_dir.mkdir(parents=True, exist_ok=True)
         record = {
             **provenance,
@@ -97,13 +109,33 @@ def _describe(manifest: Manifest | None) -> dict[str, Any] | None:
     }
 
 
-def clear_run_files(run_dir: Path, overwrite: bool) -> None:
-    """Refuse a folder holding an earlier run, or with `overwrite` remove that run's files (and only those)."""
+def has_resume_state(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a saved resume state (`last/state.json`)."""
+    return (run_dir / STATE_DIR / STATE_NAME).is_file()
+
+
+def clear_run_files(run_dir: Path, overwrite: bool, resume: bool = False) -> str | None:
+    """Make way for a new run in `run_dir`, removing run files only (other files in the folder are kept).
+
+    - nothing of a run there: nothing to do;
+    - only the files of a run stopped before its first save (nothing to resume): they are removed;
+    - an earlier run with a resume state or a checkpoint: refused, unless `overwrite` (its run files are removed).
+    Returns a line to show when files were removed, else None. `resume` (asked for, but nothing was saved) only
+    words the refusal and the line.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise IcrewardError(f"--out {run_dir}: is a file, not a folder")
     present = [name for name in RUN_FILES if (run_dir / name).exists()]
     events = list(run_dir.glob("events.out.tfevents.*")) if run_dir.is_dir() else []
     if not present and not events:
-        return
-    if not overwrite:
+        return "nothing to resume (no run in the folder yet): starting from step 0" if resume else None
+    unsaved = set(present) <= set(UNSAVED_RUN_FILES)
+    if not overwrite and not unsaved:
+        if resume:
+            raise IcrewardError(
+                f"{run_dir}: nothing to resume (no {STATE_DIR}/{STATE_NAME}) but it holds an earlier run's "
+                f"{', '.join(present)}; replace them with --overwrite (without --resume), or use another --out"
+            )
         raise IcrewardError(
             f"{run_dir} already holds a run ({', '.join(present or ['TensorBoard events'])}); "
             "continue it with --resume or replace it with --overwrite"
@@ -113,13 +145,18 @@ def clear_run_files(run_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     for path in events:
         path.unlink()
+    if overwrite and not unsaved:
+        return f"--overwrite: removed the earlier run's files in {run_dir} ({', '.join(present)})"
+    why = "the earlier run there stopped before its first save"
+    return f"nothing to resume ({why}): starting from step 0" if resume else f"starting afresh in {run_dir} ({why})"
 
 
 def check_resumable(run_dir: Path, config: TrainConfig, provenance: dict[str, Any]) -> None:
     """The interrupted run must have had the same config (up to fields that do not change results) and data."""
     path = run_dir / TRAIN_CONFIG_NAME
-    if not (run_dir / STATE_DIR / "state.json").is_file() or not path.is_file():
-        raise IcrewardError(f"{run_dir}: nothing to resume (no {STATE_DIR}/state.json); run without --resume")
+    if not has_resume_state(run_dir) or not path.is_file():
+        missing = f"{STATE_DIR}/{STATE_NAME}" if not has_resume_state(run_dir) else TRAIN_CONFIG_NAME
+        raise IcrewardError(f"{run_dir}: cannot resume without {missing}; start over with --overwrite")
     saved = json.loads(path.read_text())
     before, now = saved.get("config", {}), config.to_dict()
     changed = [k for k in now if k not in RESUME_FREE_FIELDS and before.get(k) != now[k]]
@@ -224,21 +261,21 @@ def save_resume_state(
     best: dict[str, torch.Tensor] | None,
 ) -> None:
     """Write `run_dir/last/` atomically: a crash leaves the previous state whole."""
-    with atomic_dir(run_dir / STATE_DIR) as tmp:
+    with atomic_dir(run_dir / STATE_DIR, marker=(STATE_NAME,), overwrite=True, what="resume state") as tmp:
         _save_tensors(model.state_dict(), tmp / "model.safetensors")
         if best is not None:
             _save_tensors(best, tmp / "best.safetensors")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1, allow_nan=True) + "\n")
+        (tmp / STATE_NAME).write_text(json.dumps(state, indent=1, allow_nan=True) + "\n")
 
 
 def read_resume_state(run_dir: Path) -> dict[str, Any]:
     """`state.json` of `run_dir/last/`; raises `IcrewardError` when there is nothing to resume."""
-    path = run_dir / STATE_DIR / "state.json"
+    path = run_dir / STATE_DIR / STATE_NAME
     if not path.is_file():
-        raise IcrewardError(f"{run_dir}: nothing to resume (no {STATE_DIR}/state.json); run without --resume")
+        raise IcrewardError(f"{run_dir}: nothing to resume (no {STATE_DIR}/{STATE_NAME})")
     return json.loads(path.read_text())
 
 

@@ -56,6 +56,7 @@ from icreward.training.rundir import (
     epoch_summary,
     finite_or_none,
     fresh_state,
+    has_resume_state,
     hyperparameters,
     json_safe,
     load_resume_state,
@@ -156,6 +157,7 @@ class Trainer:
                 "feature_cache": str(self.cache.root) if self.cache else None,
                 "target_mean_std": list(norm),
             },
+            log=self.log,
         )
         if self.cache is not None:
             self.cache.build(
@@ -182,12 +184,13 @@ class Trainer:
         self.state = fresh_state()
         self.best_weights: dict[str, torch.Tensor] | None = None
         set_seed(config.seed)  # again: whatever setup drew (cache building, hashing) must not shift training
-        if config.resume:
+        if config.resume and has_resume_state(self.run_dir):  # nothing saved yet: prepare_run_dir said so, step 0
             self.state = read_resume_state(self.run_dir)
             self.best_weights = load_resume_state(
                 self.run_dir, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler
             )
-            self.log(f"resuming {self.run_dir} at epoch {self.state['epoch'] + 1}, step {self.state['global_step']}")
+            epoch = min(self.state["epoch"] + 1, config.epochs)
+            self.log(f"resumed from step {self.state['global_step']} (epoch {epoch}/{config.epochs}) in {self.run_dir}")
         self.fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
         self.steps_here = 0
         self.metrics = MetricsLog(
@@ -228,7 +231,7 @@ class Trainer:
         return result
 
     def _train_epoch(self, epoch: int, skip: int, started: float) -> None:
-        from tqdm.auto import tqdm
+        from icreward.progress import progress_bar
 
         config, state, acc = self.config, self.state, self.accelerator
         world, rank = acc.num_processes, acc.process_index
@@ -236,13 +239,14 @@ class Trainer:
             len(self.train_set), config.batch_size, seed=config.seed, epoch=epoch, rank=rank, world_size=world
         )
         loader = self._loader(self.train_set, batches[skip:], generator_seed=config.seed * 100_003 + epoch)
-        bar = tqdm(
+        bar = progress_bar(
             loader,
             total=len(batches),
             initial=skip,
             desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="step",
             leave=False,
-            disable=not (acc.is_main_process and config.progress),
+            enabled=acc.is_main_process and config.progress,
         )
         self.objective.train()
         for batch in bar:
