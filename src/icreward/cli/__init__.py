@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     def one_line_warning(message, category, filename, lineno, line=None) -> str:
         return f"icreward {args.command}: warning: {_one_line(message)}\n"
 
-    warnings.formatwarning = one_line_warning  # the library's warnings (e.g. a video shorter than T) as one line
+    default_format, warnings.formatwarning = warnings.formatwarning, one_line_warning  # library warnings: one line
     try:
         with silenced(getattr(args, "quiet", False)):
             return args.func(args)
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format  # main() may be called in-process (tests, notebooks)
 
 
 if __name__ == "__main__":
