@@ -222,9 +222,15 @@ class Scorer(nn.Module):
     ):
         """`forward` on checked inputs (`check_reward_inputs`), `value_range` ("0,1" or "-1,1") saying what the
         tensors hold."""
-        image, video = check_reward_inputs(image, video, value_range)
-        self._check_precision(image, video)
+        image, video = self.checked_inputs(image, video, value_range)
         return super().__call__(image, video, prompt, *args, **kwargs)
+
+    def checked_inputs(self, image: torch.Tensor, video, value_range: str = "0,1", layout: str = "batch"):
+        """`check_reward_inputs` (returns the tensors in [0, 1]), and float64 refused against lower-precision weights:
+        what every public entry point of a scorer runs first."""
+        image, video = check_reward_inputs(image, video, value_range, layout=layout)
+        self._check_precision(image, *(video if isinstance(video, list) else [video]))
+        return image, video
 
     def _check_precision(self, *tensors: torch.Tensor) -> None:
         """Refuse float64 inputs to a scorer with float32 (or lower) weights, which torch would refuse deep inside
@@ -256,8 +262,7 @@ class Scorer(nn.Module):
 
         Here the image is broadcast to every video; learned models override this to encode it once.
         """
-        image, videos = check_reward_inputs(image, videos, value_range, layout="shared")
-        self._check_precision(image, videos)
+        image, videos = self.checked_inputs(image, videos, value_range, layout="shared")
         expanded = image.expand(videos.shape[0], *image.shape)  # (B, 3, H, W) view, no copy
         return nn.Module.__call__(self, expanded, videos, prompt)  # checked already
 

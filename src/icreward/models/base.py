@@ -30,7 +30,7 @@ from torch import nn
 from icreward.atomic import atomic_dir, current_umask
 from icreward.backbones import build_backbone
 from icreward.errors import IcrewardError
-from icreward.interface import Scorer, check_reward_inputs
+from icreward.interface import Scorer
 from icreward.models.backbone_policy import apply_backbone_policy, count_trainable, parse_backbone_policy
 from icreward.transforms import PreprocessConfig, preprocess
 
@@ -207,8 +207,7 @@ class RewardModel(Scorer):
         The B videos go through the backbone as one clip of B*T frames (it sees frames one by one), and the image's
         tokens are shared by every video in the head. Inputs are checked as a call is (`check_reward_inputs`).
         """
-        image, videos = check_reward_inputs(image, videos, value_range, layout="shared")
-        self._check_precision(image, videos)
+        image, videos = self.checked_inputs(image, videos, value_range, layout="shared")
         b, t = videos.shape[:2]
         img_tokens, (vid_tokens,) = self.encode_videos(image[None], videos.flatten(0, 1)[None])  # (1,..), (1,B*T,..)
         img_tokens = {k: v.expand(b, *v.shape[1:]) for k, v in img_tokens.items()}  # (B, ...)
@@ -253,8 +252,7 @@ class RewardModel(Scorer):
         The image is encoded once; the frames of A and B go through the backbone in the same batch as the image.
         Inputs are checked as a call is (`check_reward_inputs`).
         """
-        image, (video_a, video_b) = check_reward_inputs(image, [video_a, video_b], value_range)
-        self._check_precision(image, video_a, video_b)
+        image, (video_a, video_b) = self.checked_inputs(image, [video_a, video_b], value_range)
         img_tokens, (a_tokens, b_tokens) = self.encode_videos(image, video_a, video_b)
         r_a, r_b = self.head_pairs(img_tokens, a_tokens, b_tokens)
         return self.normalize(r_a), self.normalize(r_b)
