@@ -4,6 +4,8 @@
 import icreward
 model = icreward.load("default")              # or a checkpoint folder / hub id / "metric:<name>"
 reward = model.score("img.png", "video.mp4")  # float, higher = more consistent
+with icreward.autocast(model, "bf16"):       # bf16 autocast on the model's device; see icreward.precision
+    rewards = model(images, videos).float()
 ```
 
 The names below load lazily, so `import icreward.cli` (and `icreward --help`) does not import torch.
@@ -15,13 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 from icreward.version import __version__
 
-__all__ = ["Scorer", "load", "list_metrics", "__version__"]
+__all__ = ["Scorer", "load", "list_metrics", "autocast", "__version__"]
 
 if TYPE_CHECKING:
     from icreward.interface import Scorer
     from icreward.loading import list_metrics, load
+    from icreward.precision import autocast
 
-_LAZY = {"Scorer": "icreward.interface", "load": "icreward.loading", "list_metrics": "icreward.loading"}
+_LAZY = {
+    "Scorer": "icreward.interface",
+    "load": "icreward.loading",
+    "list_metrics": "icreward.loading",
+    "autocast": "icreward.precision",
+}
 
 
 def __getattr__(name: str) -> Any:

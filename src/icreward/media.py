@@ -270,7 +270,7 @@ def _check_video_size(
             f"decompression-bomb limit of {MAX_VIDEO_PIXELS:,} pixels a video (raise icreward.media.MAX_VIDEO_PIXELS "
             "if you trust the file)",
         )
-    new_w, new_h = _working_size(width, height, max_side)
+    new_w, new_h = working_size(width, height, max_side)
     kept = num_frames * new_w * new_h
     if MAX_SAMPLED_PIXELS is not None and kept > MAX_SAMPLED_PIXELS:
         raise MediaError(
@@ -287,7 +287,7 @@ def _brief(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _working_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+def working_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
     """`(width, height)` shrunk so the longer side is `max_side`, aspect kept; unchanged when already small enough."""
     if max_side is None or max(width, height) <= max_side:
         return width, height
@@ -334,7 +334,7 @@ def _open_image(path: Path) -> Image.Image:
 def _image_to_tensor(img: Image.Image, max_side: int | None, background: tuple[float, float, float]) -> torch.Tensor:
     """Decode an opened image (current frame) into `[3, H, W]` in [0, 1], shrinking before any float copy is made."""
     if max_side is not None:
-        img.draft(None, _working_size(*img.size, max_side))  # JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale
+        img.draft(None, working_size(*img.size, max_side))  # JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale
     ImageOps.exif_transpose(img, in_place=True)
     scale = 255.0  # what white is in the converted image's pixel values
     if img.mode in _ALPHA_MODES or "transparency" in img.info:
@@ -347,7 +347,7 @@ def _image_to_tensor(img: Image.Image, max_side: int | None, background: tuple[f
         img = img.convert("L")
     elif img.mode != "L":
         img = img.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV
-    size = _working_size(*img.size, max_side)
+    size = working_size(*img.size, max_side)
     if size != img.size:
         img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)  # RGBA is resized premultiplied
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / np.float32(scale)).clamp_(0, 1)  # (H, W) or (H, W, C)
@@ -360,7 +360,7 @@ def _image_to_tensor(img: Image.Image, max_side: int | None, background: tuple[f
 def _shrink(frame: torch.Tensor, max_side: int | None) -> torch.Tensor:
     """Shrink `[3, H, W]` so its longer side is at most `max_side` (antialiased bicubic, as for images)."""
     h, w = frame.shape[-2:]
-    new_w, new_h = _working_size(w, h, max_side)
+    new_w, new_h = working_size(w, h, max_side)
     if (new_w, new_h) == (w, h):
         return frame
     out = F.interpolate(frame[None], size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
@@ -503,7 +503,7 @@ def _load_container(path: Path, num_frames: int, max_side: int | None, min_frame
                     checked = (frame.width, frame.height)
                     _check_video_size(path, *checked, n_frames, num_frames, max_side, f"its frame {index}")
                 if index in copies:
-                    size = size or _working_size(frame.width, frame.height, max_side)
+                    size = size or working_size(frame.width, frame.height, max_side)
                     kept.extend([_frame_to_tensor(frame, size)] * copies[index])
                 if index == wanted[-1]:
                     break

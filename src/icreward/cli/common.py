@@ -20,6 +20,19 @@ def add_model_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
 
 
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    from icreward.precision import PRECISION_HELP, PRECISIONS
+
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
+
+
+def check_precision(device: str, precision: str) -> None:
+    """Refuse a precision the device cannot autocast to, naming what it supports (imports torch)."""
+    from icreward.precision import autocast
+
+    autocast(device, precision)
+
+
 def add_quiet_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 

@@ -6,7 +6,14 @@ import argparse
 import sys
 import time
 
-from icreward.cli.common import MAX_BOOTSTRAP, add_quiet_option, int_range, positive_int, seed_value
+from icreward.cli.common import (
+    MAX_BOOTSTRAP,
+    add_precision_option,
+    add_quiet_option,
+    int_range,
+    positive_int,
+    seed_value,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_value, default=0, help="seed of the bootstrap resamples, >= 0 (default: 0)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass, >= 1 (default: 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or mps (default: cpu)")
+    add_precision_option(p)
     add_quiet_option(p)
     return p
 
@@ -41,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def check_paths(args: argparse.Namespace) -> None:
     """Inputs readable and the report folder usable, before anything is loaded or scored."""
     from icreward.atomic import check_output_dir
-    from icreward.cli.common import check_device, check_inputs
+    from icreward.cli.common import check_device, check_inputs, check_precision
     from icreward.evaluation.evaluate import DEFAULT_BENCHMARK
 
     data = None if args.data == DEFAULT_BENCHMARK else args.data
@@ -49,6 +57,7 @@ def check_paths(args: argparse.Namespace) -> None:
     if args.report:  # results.json, pairs.csv, index.html go into it beside whatever else it holds
         check_output_dir(args.report, flag="--report", inputs={"--data": data, "--val": args.val}, overwrite=True)
     check_device(args.device)
+    check_precision(args.device, args.precision)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +82,14 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         start = time.perf_counter()
         results[name], model_rows = evaluate_model(
-            name, test, val, n_resamples=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device
+            name,
+            test,
+            val,
+            n_resamples=args.bootstrap,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
         )
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
         rows += model_rows

@@ -9,8 +9,10 @@ import sys
 from icreward.cli.common import (
     FRAMES_HELP,
     add_model_option,
+    add_precision_option,
     check_device,
     check_inputs,
+    check_precision,
     frame_count,
     positive_int,
 )
@@ -26,12 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=frame_count, default=None, help=f"{FRAMES_HELP} (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass, >= 1 (default: 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or mps (default: cpu)")
+    add_precision_option(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     check_inputs(image=args.image, videos=args.videos)
     check_device(args.device)
+    check_precision(args.device, args.precision)
     import torch
 
     from icreward.loading import load
@@ -40,7 +44,13 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     scorer = load(args.model)
     ranking = rank_videos(
-        scorer, args.image, args.videos, args.batch_size, num_frames=args.num_frames, device=args.device
+        scorer,
+        args.image,
+        args.videos,
+        args.batch_size,
+        num_frames=args.num_frames,
+        device=args.device,
+        precision=args.precision,
     )
     shown = ranking[: args.top] if args.top else ranking
     if args.json:

@@ -9,9 +9,11 @@ import sys
 from icreward.cli.common import (
     FRAMES_HELP,
     add_model_option,
+    add_precision_option,
     add_quiet_option,
     check_device,
     check_inputs,
+    check_precision,
     frame_count,
     positive_int,
 )
@@ -32,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=frame_count, default=None, help=f"{FRAMES_HELP} (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass, >= 1 (default: 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or mps (default: cpu)")
+    add_precision_option(p)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_output_paths(args.manifest, args.out, out_flag="--out")
     check_device(args.device)
+    check_precision(args.device, args.precision)
     import torch
 
     from icreward.loading import load
@@ -71,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     scorer = load(args.model)
     if single:
         return _score_pair(scorer, args)
+    from icreward.scoring.distributed import world
+
+    if world()[0] > 1:  # under torchrun / accelerate launch: one shard per process
+        return _score_manifest_distributed(scorer, args)
     return _score_manifest(scorer, args)
 
 
@@ -80,7 +88,9 @@ def _score_pair(scorer, args: argparse.Namespace) -> int:
     from icreward.scoring import Item, score_items
 
     item = Item("single", Path(args.image), Path(args.video))
-    (result,) = score_items(scorer, [item], num_frames=args.num_frames, device=args.device, progress=False)
+    (result,) = score_items(
+        scorer, [item], num_frames=args.num_frames, device=args.device, progress=False, precision=args.precision
+    )
     if result.error:
         raise IcrewardError(result.error)
     if args.json:
@@ -105,12 +115,52 @@ def _score_manifest(scorer, args: argparse.Namespace) -> int:
             num_frames=args.num_frames,
             device=args.device,
             progress=not args.quiet,
+            precision=args.precision,
         )
     except KeyboardInterrupt:
         side = partial_path(args.out)
         if side.is_file():
             print(f"finished results are in {side}; run again with --resume to go on", file=sys.stderr)
         raise
+    n_err = sum("error" in r for r in records)
+    print(f"scored {len(records) - n_err} of {len(records)} lines of {args.manifest} -> {args.out}", file=sys.stderr)
+    for r in records:
+        if "error" in r:
+            print(f"  line {r['line']} (id {r['id']}): {r['error']}", file=sys.stderr)
+    return 0 if n_err == 0 else 1
+
+
+def _score_manifest_distributed(scorer, args: argparse.Namespace) -> int:
+    """One shard per process of the launcher; rank 0 merges, logs and reports, the others stay quiet."""
+    from icreward.progress import silenced
+    from icreward.scoring.distributed import ProcessGroup, device_for_rank, score_manifest_distributed, world
+
+    size, rank, local = world()
+    device = device_for_rank(args.device, local)
+    engine = {k: getattr(args, k) for k in ("precision",) if getattr(args, k, None) is not None}
+    group = ProcessGroup(device, local)
+    try:
+        with silenced(args.quiet or rank != 0):
+            records = score_manifest_distributed(
+                scorer,
+                args.manifest,
+                args.out,
+                group=group,
+                rank=rank,
+                world_size=size,
+                resume=args.resume,
+                flush_every=args.flush_every,
+                log=(lambda msg: print(msg, file=sys.stderr)) if rank == 0 else None,
+                batch_size=args.batch_size,
+                num_frames=args.num_frames,
+                device=device,
+                progress=not args.quiet and rank == 0,
+                **engine,
+            )
+    finally:
+        group.close()
+    if records is None:  # not rank 0: its results are in its side file, merged by rank 0
+        return 0
     n_err = sum("error" in r for r in records)
     print(f"scored {len(records) - n_err} of {len(records)} lines of {args.manifest} -> {args.out}", file=sys.stderr)
     for r in records:

@@ -6,7 +6,16 @@ import argparse
 import importlib.util
 import sys
 
-from icreward.cli.common import MAX_FRAMES, MIN_FRAMES, add_model_option, check_device, float_range, int_range
+from icreward.cli.common import (
+    MAX_FRAMES,
+    MIN_FRAMES,
+    add_model_option,
+    add_precision_option,
+    check_device,
+    check_precision,
+    float_range,
+    int_range,
+)
 from icreward.errors import IcrewardError
 
 
@@ -61,6 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="how long a request waits for others to join, >= 0 (default: 10)",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or mps (default: cpu)")
+    add_precision_option(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -68,6 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Load the model once and serve it until interrupted."""
     check_device(args.device)
+    check_precision(args.device, args.precision)
     needed = {
         "fastapi": "fastapi",
         "fastapi-offline": "fastapi_offline",
@@ -92,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         batch_wait_ms=args.batch_wait_ms,
         device=args.device,
+        precision=args.precision,
     )
     app = create_app(load(args.model), args.model, settings)
     host = f"[{args.host}]" if ":" in args.host else args.host

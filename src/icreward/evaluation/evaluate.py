@@ -41,12 +41,14 @@ def pair_modes(rec) -> list[str]:
     return pair_failure_modes(rec.extra.get("mode_a"), rec.extra.get("mode_b")) or ["none"]
 
 
-def reward_pairs(scorer, manifest, *, batch_size: int, device: str) -> np.ndarray:
+def reward_pairs(scorer, manifest, *, batch_size: int, device: str, precision: str = "fp32") -> np.ndarray:
     """Rewards `[n_pairs, 2]` (A, B) for a pair manifest; each distinct (image, video) is scored once."""
-    return ensemble_reward_pairs([scorer], manifest, batch_size=batch_size, device=device)[0]
+    return ensemble_reward_pairs([scorer], manifest, batch_size=batch_size, device=device, precision=precision)[0]
 
 
-def ensemble_reward_pairs(scorers, manifest, *, batch_size: int, device: str) -> list[np.ndarray]:
+def ensemble_reward_pairs(
+    scorers, manifest, *, batch_size: int, device: str, precision: str = "fp32"
+) -> list[np.ndarray]:
     """Each scorer's rewards `[n_pairs, 2]` (A, B) for a pair manifest; each distinct (image, video) is decoded once
     for all the scorers (they must sample videos alike, as the fold models of one recipe do)."""
     from icreward.scoring import Item, score_items
@@ -56,7 +58,7 @@ def ensemble_reward_pairs(scorers, manifest, *, batch_size: int, device: str) ->
         for video in (rec.video_a, rec.video_b):
             items.setdefault((rec.image, video), Item(str(len(items)), rec.image, video))
     rewards: dict[str, tuple[float | None, ...]] = {}
-    for res in score_items(scorers, list(items.values()), batch_size=batch_size, device=device):
+    for res in score_items(scorers, list(items.values()), batch_size=batch_size, device=device, precision=precision):
         if res.error:
             names = ", ".join(dict.fromkeys(s.name for s in scorers))
             raise IcrewardError(f"{manifest.path}: cannot score with {names}: {res.error}")
@@ -137,11 +139,15 @@ def evaluate_rewards(
     return result, rows
 
 
-def evaluate_model(name: str, test, val, *, n_resamples: int, seed: int, batch_size: int, device: str):
+def evaluate_model(
+    name: str, test, val, *, n_resamples: int, seed: int, batch_size: int, device: str, precision: str = "fp32"
+):
     """Results dict of one model on the test manifest (tie threshold from `val` when given) and its pair rows."""
     from icreward.loading import load
 
     scorer = load(name)
-    rewards = reward_pairs(scorer, test, batch_size=batch_size, device=device)
-    val_rewards = reward_pairs(scorer, val, batch_size=batch_size, device=device) if val is not None else None
+    rewards = reward_pairs(scorer, test, batch_size=batch_size, device=device, precision=precision)
+    val_rewards = None
+    if val is not None:
+        val_rewards = reward_pairs(scorer, val, batch_size=batch_size, device=device, precision=precision)
     return evaluate_rewards(name, test, rewards, val, val_rewards, n_resamples=n_resamples, seed=seed)

@@ -47,14 +47,17 @@ def ssim(
     h, w = x.shape[-2:]
     if min(h, w) < window:
         raise ValueError(f"SSIM needs images of at least {window}x{window} pixels, got {(h, w)}")
-    rows = gaussian_filter_matrix(h, window, sigma, x.dtype, x.device)  # (h', H)
-    cols = gaussian_filter_matrix(w, window, sigma, x.dtype, x.device)  # (w', W)
-    stats = rows @ torch.stack([x, y, x * x, y * y, x * y]) @ cols.T  # (5, B, C, h', w'): local means
-    mu_x, mu_y, xx, yy, xy = stats
-    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return s.mean(dim=(1, 2, 3))
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x, y = x.float(), y.float()
+    with torch.autocast(x.device.type, enabled=False):  # E[x^2] - E[x]^2 cancels: bf16/fp16 give NaN, keep float32
+        rows = gaussian_filter_matrix(h, window, sigma, x.dtype, x.device)  # (h', H)
+        cols = gaussian_filter_matrix(w, window, sigma, x.dtype, x.device)  # (w', W)
+        stats = rows @ torch.stack([x, y, x * x, y * y, x * y]) @ cols.T  # (5, B, C, h', w'): local means
+        mu_x, mu_y, xx, yy, xy = stats
+        var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+        c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+        s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+        return s.mean(dim=(1, 2, 3))
 
 
 class FirstFrameMetric(Scorer):

@@ -71,10 +71,18 @@ def shape_batches(shapes: Sequence[Hashable], batch_size: int) -> list[list[int]
 
 
 def batch_rewards(
-    scorer: Scorer, images: Sequence[torch.Tensor], videos: Sequence[torch.Tensor], device: str | torch.device = "cpu"
+    scorer: Scorer,
+    images: Sequence[torch.Tensor],
+    videos: Sequence[torch.Tensor],
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> list[float | None]:
-    """Rewards of same-shape `[3,H,W]` images and `[T,3,H,W]` videos in one forward pass; None where not finite."""
-    with torch.no_grad():
+    """Rewards of same-shape `[3,H,W]` images and `[T,3,H,W]` videos in one forward pass; None where not finite.
+
+    `precision`: fp32 (no autocast), bf16 or fp16 (autocast on `device`, see `icreward.precision`)."""
+    from icreward.precision import autocast
+
+    with torch.no_grad(), autocast(device, precision):
         rewards = scorer(torch.stack(list(images)).to(device), torch.stack(list(videos)).to(device))  # (B,)
     return [r if math.isfinite(r) else None for r in rewards.float().cpu().tolist()]
 
@@ -86,11 +94,16 @@ def score_tensors(
     *,
     batch_size: int = 8,
     device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> list[float | None]:
     """Rewards of in-memory pairs (`images[i]` `[3,H,W]` with `videos[i]` `[T,3,H,W]`, in [0, 1]), in order.
 
-    Pairs of equal shapes share batches of up to `batch_size`; `device` defaults to the scorer's own.
+    Pairs of equal shapes share batches of up to `batch_size`; `device` defaults to the scorer's own; `precision`
+    is fp32, bf16 or fp16 (`icreward.precision`).
     """
+    from icreward.precision import check_precision
+
+    check_precision(precision)
     if len(images) != len(videos):
         raise ValueError(f"{len(images)} images for {len(videos)} videos")
     if device is None:
@@ -98,7 +111,7 @@ def score_tensors(
     rewards: list[float | None] = [None] * len(images)
     shapes = [(tuple(i.shape), tuple(v.shape)) for i, v in zip(images, videos, strict=True)]
     for batch in shape_batches(shapes, batch_size):
-        out = batch_rewards(scorer, [images[i] for i in batch], [videos[i] for i in batch], device)
+        out = batch_rewards(scorer, [images[i] for i in batch], [videos[i] for i in batch], device, precision)
         for i, r in zip(batch, out, strict=True):
             rewards[i] = r
     return rewards
@@ -142,13 +155,18 @@ def score_items(
     num_frames: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Iterator[ItemResult]:
     """Yield one result per item, in order, with one reward per scorer (several scorers: each video decoded once).
 
     Consecutive items whose image and video tensors have the same shapes are scored as one batch; an item whose
     media cannot be read, or whose reward is not finite, yields a result with `error` set and the rest go on.
+    `precision`: fp32 (default, no autocast), bf16 or fp16 autocast on `device` (`icreward.precision`).
     """
+    from icreward.precision import autocast
     from icreward.progress import progress_bar
+
+    autocast(device, precision)  # refuses an unknown precision, or one the device lacks, before any item is read
 
     scorers = [scorers] if isinstance(scorers, Scorer) else list(scorers)
     load = _media_loader(*_sampling(scorers, num_frames))
@@ -168,7 +186,7 @@ def score_items(
         batch = list(pending)
         pending.clear()
         images, videos = [p[1] for p in batch], [p[2] for p in batch]
-        per_scorer = [batch_rewards(s, images, videos, device) for s in scorers]  # (S, B)
+        per_scorer = [batch_rewards(s, images, videos, device, precision) for s in scorers]  # (S, B)
         bar.update(len(batch))  # before the results go out: a caller may stop taking them at its last one
         for (item, _, _), rewards in zip(batch, zip(*per_scorer, strict=True), strict=True):
             yield ItemResult(item.key, rewards, NOT_FINITE if None in rewards else None)

@@ -22,15 +22,19 @@ def rank_videos(
     *,
     num_frames: int | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> list[tuple[str, float | None, str | None]]:
     """Best-of-N: `videos` of one `image` sorted by reward, highest first, as `(video, reward, error)`.
 
     The image is decoded once (or given as a `[3,H,W]` tensor in [0, 1]) and scored against batches of videos with
     `scorer.rewards_for_image` (a learned model encodes it once for all of them). A video that cannot be read comes
     last with reward None and its error; equal rewards keep input order. An image that cannot be read raises
-    `MediaError`.
+    `MediaError`. `precision`: fp32 (default, no autocast), bf16 or fp16 autocast on `device` (`icreward.precision`).
     """
     from icreward.media import check_num_frames, load_image, load_video
+    from icreward.precision import autocast
+
+    autocast(device, precision)  # refuses an unknown precision, or one the device lacks, before anything is read
 
     scorer = scorer.to(device).eval()
     frames = check_num_frames(scorer.num_frames if num_frames is None else num_frames)
@@ -44,7 +48,7 @@ def rank_videos(
     def flush(shape: tuple) -> None:
         batch = pending.pop(shape)
         clips = torch.stack([v for _, v in batch]).to(device)  # (B, T, 3, H, W)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, precision):
             out = scorer.rewards_for_image(image, clips)  # (B,)
         for (i, _), r in zip(batch, out.float().cpu().tolist(), strict=True):
             rewards[i], errors[i] = (r, None) if math.isfinite(r) else (None, NOT_FINITE)

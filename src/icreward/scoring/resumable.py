@@ -1,11 +1,13 @@
 """Score a manifest into a JSONL file: one result line per input line, in input order, resumable after a crash.
 
 While a run goes, each finished result is appended to a side file (`partial_path(out)`), fsynced every few lines;
-the output is written atomically at the end and the side file removed. `--resume` keeps what either already holds.
+the output is written atomically at the end and the side file removed. `--resume` keeps what either already holds,
+and what the per-process side files of a run under a launcher hold (`scoring/distributed.py`).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Callable, Container, Iterator
@@ -16,7 +18,7 @@ from icreward.interface import Scorer
 from icreward.scoring.engine import Item, score_items
 
 
-def _reward_videos(record) -> list[tuple[str, Path]]:
+def reward_videos(record) -> list[tuple[str, Path]]:
     """(output key, video) of each video of a manifest record: `reward_a`/`reward_b` for pairs, else `reward`."""
     from icreward.manifest import PairRecord
 
@@ -37,10 +39,10 @@ def iter_manifest_records(
     for err in manifest.skipped:
         yield err.line or 0, {"id": err.record_id, "line": err.line, "error": err.reason}
     todo = [rec for rec in manifest.records if rec.id not in skip]
-    items = [Item(f"{rec.id}\0{key}", rec.image, video) for rec in todo for key, video in _reward_videos(rec)]
+    items = [Item(f"{rec.id}\0{key}", rec.image, video) for rec in todo for key, video in reward_videos(rec)]
     results = score_items(scorer, items, **kwargs)
     for rec in todo:
-        parts = {key: next(results) for key, _ in _reward_videos(rec)}
+        parts = {key: next(results) for key, _ in reward_videos(rec)}
         errors = [r.error for r in parts.values() if r.error]
         if errors:
             yield rec.line, {"id": rec.id, "line": rec.line, "error": "; ".join(errors)}
@@ -66,6 +68,20 @@ def partial_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.partial{out.suffix or '.jsonl'}")
 
 
+def rank_partial_path(out: str | Path, rank: int, world_size: int) -> Path:
+    """The side file of process `rank` of `world_size`: `rewards.partial.rank1-of-2.jsonl`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partial.rank{rank}-of-{world_size}{out.suffix or '.jsonl'}")
+
+
+def side_files(out: str | Path) -> list[Path]:
+    """Every side file of `out` on disk: the single-process one and those of any world size, sorted."""
+    out = Path(out)
+    found = sorted(out.parent.glob(f"{glob.escape(out.stem)}.partial.rank*-of-*{out.suffix or '.jsonl'}"))
+    single = partial_path(out)
+    return ([single] if single.is_file() else []) + [p for p in found if p.is_file()]
+
+
 def check_output_paths(manifest_path: str | Path, out: str | Path, out_flag: str | None = None) -> None:
     """Refuse (`IcrewardError`) an output that would overwrite the manifest (the output itself or its side file),
     is a folder, or cannot be written; nothing is created."""
@@ -77,7 +93,7 @@ def check_output_paths(manifest_path: str | Path, out: str | Path, out_flag: str
     check_output_file(side, flag=f"{out_flag}'s side file" if out_flag else None, inputs=inputs)
 
 
-def _finished_lines(path: Path) -> dict[str, tuple[str, dict]]:
+def finished_lines(path: Path) -> dict[str, tuple[str, dict]]:
     """id -> (line, record) of the result lines of an earlier run that are whole and not errors (a torn last line
     of a killed run's side file does not parse and is left out)."""
     if not path.is_file():
@@ -93,7 +109,7 @@ def _finished_lines(path: Path) -> dict[str, tuple[str, dict]]:
     return finished
 
 
-class _SideFile:
+class SideFile:
     """Appends result lines to the side file, flushed to the OS at once (a killed process loses none) and fsynced
     every `fsync_every` lines (a machine crash loses at most that many)."""
 
@@ -157,16 +173,19 @@ def score_manifest_to_file(
     manifest = load_manifest(manifest_path, skip_bad=True, check_files=False)
     rows: list[tuple[int, dict, str]] = []  # (manifest line, record, output line)
     if resume:
-        finished = {**_finished_lines(out), **_finished_lines(side)}
+        finished = finished_lines(out)
+        for path in side_files(out):  # the single-process side file and those of a run under a launcher
+            finished.update(finished_lines(path))
         for rec in manifest.records:
             line, record = finished.get(rec.id, ("", {}))
-            if all(key in record for key, _ in _reward_videos(rec)):
+            if all(key in record for key, _ in reward_videos(rec)):
                 rows.append((rec.line, record, line))
         if log is not None:
             log(f"resuming: {len(rows)} of {len(manifest.records)} records already scored in {out} / {side.name}")
     else:
-        side.unlink(missing_ok=True)
-    sidefile = _SideFile(side, flush_every)
+        for path in side_files(out):
+            path.unlink(missing_ok=True)
+    sidefile = SideFile(side, flush_every)
     try:
         kept = {record["id"] for _, record, _ in rows}
         for line_no, record in iter_manifest_records(scorer, manifest, skip=kept, **kwargs):
@@ -180,5 +199,6 @@ def score_manifest_to_file(
     with atomic_write(out) as f:
         for _, _, line in rows:
             f.write(line + "\n")
-    side.unlink(missing_ok=True)
+    for path in side_files(out):
+        path.unlink(missing_ok=True)
     return [record for _, record, _ in rows]

@@ -44,6 +44,7 @@ class ServeSettings:
     device: str = "cpu"
     max_rank_videos: int = 64  # most videos in one /rank request
     decode_workers: int = 2  # threads decoding media
+    precision: str = "fp32"  # fp32 (no autocast), bf16 or fp16 autocast on the device (icreward.precision)
 
     def __post_init__(self) -> None:
         for name in (
@@ -59,6 +60,9 @@ class ServeSettings:
                 raise IcrewardError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
             raise IcrewardError(f"batch-wait-ms must be at least 0, got {self.batch_wait_ms}")
+        from icreward.precision import check_precision
+
+        check_precision(self.precision)
 
 
 # ---- request and response bodies (the /docs page is built from these)
@@ -250,6 +254,7 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
         batch_wait_ms=settings.batch_wait_ms,
         device=settings.device,
         decode_workers=settings.decode_workers,
+        precision=settings.precision,
     )
     info = model_info(model_name, scorer, settings.device)
     counts = _RequestCounts()

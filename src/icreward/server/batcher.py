@@ -92,9 +92,14 @@ class MicroBatcher:
         batch_wait_ms: float = 10.0,
         device: str | torch.device = "cpu",
         decode_workers: int = 2,
+        precision: str = "fp32",
     ):
+        from icreward.precision import autocast
+
+        autocast(device, precision)  # refuses an unknown precision, or one the device lacks, before serving
         self.scorer = scorer.to(device).eval()
         self.batch_size, self.batch_wait, self.device = batch_size, batch_wait_ms / 1000, device
+        self.precision = precision
         self._decode_workers = decode_workers
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -194,7 +199,8 @@ class MicroBatcher:
         for batch in shape_batches([(image.shape, video.shape) for _, (image, video) in ready], self.batch_size):
             chunk = [ready[i] for i in batch]
             try:
-                rewards = batch_rewards(self.scorer, [m[0] for _, m in chunk], [m[1] for _, m in chunk], self.device)
+                images, videos = [m[0] for _, m in chunk], [m[1] for _, m in chunk]
+                rewards = batch_rewards(self.scorer, images, videos, self.device, self.precision)
             except Exception as e:
                 for job, _ in chunk:
                     self._answer(job, error=e)
@@ -216,7 +222,13 @@ class MicroBatcher:
                 for i, video in enumerate(group, start=start):
                     unused.setdefault(str(video), []).append(i)
                 for video, reward, error in rank_videos(
-                    counting, image, group, self.batch_size, num_frames=job.num_frames, device=self.device
+                    counting,
+                    image,
+                    group,
+                    self.batch_size,
+                    num_frames=job.num_frames,
+                    device=self.device,
+                    precision=self.precision,
                 ):
                     ranked.append((unused[video].pop(0), video, reward, error))
         except Exception as e:

@@ -244,7 +244,7 @@ def media_cost(path: Path, label: str, frames: int, max_side: int | None, is_vid
         raise HTTPException(
             413, f"{label}: {width}x{height} = {width * height:,} pixels a frame, over the limit of {limit:,} pixels"
         )
-    w, h = media._working_size(width, height, max_side)  # the decoder's own rule
+    w, h = media.working_size(width, height, max_side)  # the decoder's own rule
     return MediaCost(label, width, height, frames * h * w * 3 * 4, DECODE_BUFFERS * width * height * 4)
 
 
