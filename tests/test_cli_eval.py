@@ -57,3 +57,18 @@ def test_eval_rejects_pointwise_manifest(bench, tmp_path, capsys):
     code = main(["eval", "--data", str(bench / "videos.jsonl"), "--model", "metric:color-hist"])
     assert code == 2
     assert "pair records" in capsys.readouterr().err
+
+
+def test_eval_takes_a_synth_folder_as_its_test_and_val_manifests(bench, tmp_path):
+    """`--data DIR` (what `icreward synth` wrote) is DIR/test.jsonl with DIR/val.jsonl for the tie thresholds."""
+
+    def results(report, *data):
+        args = ["eval", "--data", *data, "--model", "metric:color-hist", "--bootstrap", "20", "--report", str(report)]
+        assert main(args) == 0
+        return json.loads((report / "results.json").read_text())
+
+    folder = results(tmp_path / "folder", str(bench))
+    files = results(tmp_path / "files", str(bench / "test.jsonl"), "--val", str(bench / "val.jsonl"))
+    untimed = [{k: v for k, v in r["models"]["metric:color-hist"].items() if k != "seconds"} for r in (folder, files)]
+    assert untimed[0] == untimed[1]
+    assert folder["meta"]["data"] == str(bench / "test.jsonl") and folder["meta"]["val"] == str(bench / "val.jsonl")

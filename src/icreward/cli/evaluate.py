@@ -18,7 +18,12 @@ from icreward.cli.common import (
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="agreement of one or more models with the labels of a pair manifest")
-    p.add_argument("--data", required=True, help="test manifest (pair records)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="test manifest (pair records), a folder written by `icreward synth` (its test.jsonl, and val.jsonl for "
+        "the tie thresholds), or icbench-synth (the embedded benchmark)",
+    )
     p.add_argument(
         "--model",
         action="append",

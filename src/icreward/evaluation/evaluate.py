@@ -27,12 +27,18 @@ def expand_models(names: Sequence[str]) -> list[str]:
 
 
 def resolve_data(data: str, val: str | None) -> tuple[Path, Path | None]:
-    """`icbench-synth` names the embedded benchmark (generated on first use); anything else is a manifest path."""
+    """(test, val) manifests: `icbench-synth` names the embedded benchmark (generated on first use), a folder with a
+    `test.jsonl` (what `icreward synth` writes) means that file and the folder's `val.jsonl` where there is one;
+    anything else is a manifest path. An explicit `val` wins."""
     if data == DEFAULT_BENCHMARK:
         from icreward.synth.dataset import default_benchmark
 
         root = default_benchmark()
         return root / "test.jsonl", Path(val) if val else root / "val.jsonl"
+    folder = Path(data)
+    if folder.is_dir() and (folder / "test.jsonl").is_file():
+        found_val = folder / "val.jsonl" if (folder / "val.jsonl").is_file() else None
+        return folder / "test.jsonl", Path(val) if val else found_val
     return Path(data), Path(val) if val else None
 
 
