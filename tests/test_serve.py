@@ -1,10 +1,12 @@
 """`icreward serve`: the real app in-process (TestClient), and one real uvicorn server on loopback."""
 
+import contextlib
 import re
 import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -275,15 +277,14 @@ def test_request_over_the_timeout_is_504_and_counted_dropped(scorer, media):
     assert stats["requests"] == stats["errors"] == stats["dropped"] == 4, stats
 
 
-def test_real_server_micro_batches_concurrent_requests(scorer, media):
-    """One uvicorn server on a free loopback port; 16 concurrent requests (uploads and paths), then it is stopped."""
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port, in a thread; yields its URL, stops it at the end."""
     import uvicorn
 
-    settings = ServeSettings(allow_roots=[media], batch_size=8, batch_wait_ms=300)
-    server = uvicorn.Server(uvicorn.Config(create_app(scorer, MODEL, settings), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -291,6 +292,18 @@ def test_real_server_micro_batches_concurrent_requests(scorer, media):
         while not server.started:
             assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
             time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+    assert not thread.is_alive()
+
+
+def test_real_server_micro_batches_concurrent_requests(scorer, media):
+    """One uvicorn server on a free loopback port; 16 concurrent requests (uploads and paths), then it is stopped."""
+    settings = ServeSettings(allow_roots=[media], batch_size=8, batch_wait_ms=300)
+    with serving(create_app(scorer, MODEL, settings)) as url:
         expected = {v: scorer.score(media / "img.png", media / v) for v in ("good.mp4", "bad.mp4")}
 
         def call(i: int) -> tuple[str, httpx.Response]:
@@ -308,11 +321,6 @@ def test_real_server_micro_batches_concurrent_requests(scorer, media):
         stats = httpx.get(f"{url}/stats", timeout=10).json()
         assert stats["requests"] == 16 and stats["items"] == 16
         assert stats["largest_batch"] > 1 and stats["batches"] < 16, stats
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-    assert not thread.is_alive()
 
 
 def test_serve_command_line_builds_the_app(monkeypatch, media):

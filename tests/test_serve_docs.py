@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from urllib.parse import urlsplit
 
 import pytest
+from test_serve import serving
 
 import icreward
 from icreward.server import ServeSettings, create_app
@@ -34,24 +32,9 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def url():
     """One uvicorn server on a free loopback port, stopped at the end."""
-    import uvicorn
-
     app = create_app(icreward.load(MODEL), MODEL, ServeSettings(max_rank_videos=64, max_decode_mb=512))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
+    with serving(app) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")

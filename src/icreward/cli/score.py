@@ -122,12 +122,7 @@ def _score_manifest(scorer, args: argparse.Namespace) -> int:
         if side.is_file():
             print(f"finished results are in {side}; run again with --resume to go on", file=sys.stderr)
         raise
-    n_err = sum("error" in r for r in records)
-    print(f"scored {len(records) - n_err} of {len(records)} lines of {args.manifest} -> {args.out}", file=sys.stderr)
-    for r in records:
-        if "error" in r:
-            print(f"  line {r['line']} (id {r['id']}): {r['error']}", file=sys.stderr)
-    return 0 if n_err == 0 else 1
+    return _report(records, args)
 
 
 def _score_manifest_distributed(scorer, args: argparse.Namespace) -> int:
@@ -137,7 +132,6 @@ def _score_manifest_distributed(scorer, args: argparse.Namespace) -> int:
 
     size, rank, local = world()
     device = device_for_rank(args.device, local)
-    engine = {k: getattr(args, k) for k in ("precision",) if getattr(args, k, None) is not None}
     group = ProcessGroup(device, local)
     try:
         with silenced(args.quiet or rank != 0):
@@ -155,12 +149,17 @@ def _score_manifest_distributed(scorer, args: argparse.Namespace) -> int:
                 num_frames=args.num_frames,
                 device=device,
                 progress=not args.quiet and rank == 0,
-                **engine,
+                precision=args.precision,
             )
     finally:
         group.close()
     if records is None:  # not rank 0: its results are in its side file, merged by rank 0
         return 0
+    return _report(records, args)
+
+
+def _report(records: list[dict], args: argparse.Namespace) -> int:
+    """The summary on stderr (lines scored, each error line); exit code 1 when any line is an error."""
     n_err = sum("error" in r for r in records)
     print(f"scored {len(records) - n_err} of {len(records)} lines of {args.manifest} -> {args.out}", file=sys.stderr)
     for r in records:
