@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icreward.rules import CONSISTENT_MODE, FROZEN_MODE, label_from_scores
-from icreward.synth.failures import FAILURE_MODES
+from icreward.synth.failures import FAILURE_MODES, WAVE1_MODES
 from icreward.synth.plan import PAIR_QUOTAS, SPLITS, SynthConfig, VideoPlan, choose_pairs, plan_sources, split_groups
 
-MOVING_FAILURES = [m for m in FAILURE_MODES if m != FROZEN_MODE]
+MOVING_FAILURES = [m for m in WAVE1_MODES if m != FROZEN_MODE]  # what a config that names no modes draws
 SWAP = {"A": "B", "B": "A", "tie": "tie"}
 
 

@@ -178,8 +178,11 @@ def _scene_and_trajectory(seed: int, photo: bool = False):
     return scene, sample_trajectory(rng, scene, 8)
 
 
+SCENE_MODES = [m for m, f in FAILURE_MODES.items() if f.applies("scene")]
+
+
 @pytest.mark.parametrize("photo", [False, True])
-@pytest.mark.parametrize("mode", ["none", *FAILURE_MODES])
+@pytest.mark.parametrize("mode", ["none", *SCENE_MODES])
 def test_every_mode_renders(mode, photo):
     scene, traj = _scene_and_trajectory(11, photo)
     frames = render_video(scene, traj, mode, 0.7, np.random.default_rng(0))
@@ -197,7 +200,7 @@ def test_frozen_is_static_and_none_moves():
     assert (moving[-1] - moving[0]).abs().mean() > 1e-3
 
 
-@pytest.mark.parametrize("mode", [m for m in FAILURE_MODES if m != "frozen"])
+@pytest.mark.parametrize("mode", [m for m in SCENE_MODES if m != "frozen"])
 def test_failure_grows_with_severity_and_over_time(mode):
     for seed in range(3):
         scene, traj = _scene_and_trajectory(seed)
@@ -228,7 +231,7 @@ def test_default_plan_sizes_and_balance():
     assert min(labels.count(k) for k in ("A", "B", "tie")) > 0.1 * len(labels)
     assert any(a.severity > 0 and b.severity > 0 for a, b in pairs["train"])  # two failures compared
     modes = [v.mode for p in plans for v in p.videos]
-    counts = [modes.count(m) for m in FAILURE_MODES if m != "frozen"]
+    counts = [modes.count(m) for m in config.failure_modes() if m != "frozen"]
     assert min(counts) >= 0.85 * max(counts)  # every failure mode covered evenly
     severities = [v.severity for p in plans for v in p.videos if v.severity > 0]
     assert min(severities) < 0.2 and max(severities) > 0.95

@@ -28,6 +28,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_value, default=0, help="(default: 0)")
     p.add_argument("--holdout-modes", default="", help="comma-separated failure modes kept out of train/val")
     p.add_argument(
+        "--modes",
+        default=None,
+        help="comma-separated failure modes to draw, or 'all' for every registered mode (frozen is always drawn; "
+        "default: the first eleven, subject_drift .. subject_duplicate and frozen, without the identity modes "
+        "subject_swap, identity_morph, layout_shuffle and clip_replacement)",
+    )
+    p.add_argument(
+        "--real-share",
+        type=float,
+        default=None,
+        help="share of source images made from real imagery, in [0, 1] (default: 0, all procedural): half are "
+        "library photos with emoji sprites, half real video clips; needs the Debian packages opencv-doc, "
+        "fonts-noto-color-emoji and mate-backgrounds (installed with apt-get when run as root); not with --images",
+    )
+    p.add_argument(
         "--frames",
         type=int_range(MIN_FRAMES, MAX_FRAMES),
         default=None,
@@ -46,10 +61,15 @@ def config_from_args(args: argparse.Namespace):
     """A SynthConfig from the parsed options (None means the default)."""
     from dataclasses import replace
 
-    from icreward.synth import SynthConfig
+    from icreward.synth import FAILURE_MODES, SynthConfig
 
     holdout = tuple(m.strip() for m in (args.holdout_modes or "").split(",") if m.strip())
+    modes = None
+    if args.modes is not None:
+        modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+        modes = tuple(FAILURE_MODES) if modes == ("all",) else modes
     given = {"n": args.n, "seed": args.seed, "frames": args.frames, "size": args.size, "tie_margin": args.tie_margin}
+    given |= {"real_share": args.real_share, "modes": modes}
     given = {k: v for k, v in given.items() if v is not None}
     config = replace(SynthConfig(), holdout_modes=holdout, images=args.images, **given)
     config.validate()

@@ -21,6 +21,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
 from functools import partial
@@ -35,15 +36,18 @@ from icreward.errors import IcrewardError
 from icreward.media import IMAGE_EXTENSIONS, load_image, write_video
 from icreward.progress import progress_bar
 from icreward.rules import CONSISTENT_MODE, label_from_scores
-from icreward.synth.failures import FAILURE_MODES, render_video
+from icreward.synth import real_sources
+from icreward.synth.failures import FAILURE_MODES, render_clip_video, render_video
 from icreward.synth.motion import render_image, sample_trajectory
 from icreward.synth.plan import SPLITS, SourcePlan, SynthConfig, plan_sources
-from icreward.synth.scenes import photo_scene, procedural_scene
+from icreward.synth.scenes import Scene, photo_scene, procedural_scene, sprite_scene
 
 SYNTH_VERSION = 1  # bump when the same config would render different data
 BENCHMARK_NAME = "icbench-synth"
 MARKER = "synth.json"  # written last: a folder holding it is a whole benchmark
 OUTPUT_FILES = (*(f"{split}.jsonl" for split in SPLITS), "videos.jsonl", "images", "videos", MARKER)  # all synth writes
+ADDED_FIELDS = {"real_share": 0.0, "modes": None}  # config fields recorded only when set (older hashes hold)
+EMOJI_SWAPS = 12  # other emoji a real photo scene keeps for identity swaps
 
 
 def default_workers() -> int:
@@ -83,11 +87,45 @@ def _load_photo(path: str, size: int) -> torch.Tensor:
     return load_image(path, max_side=4 * size)
 
 
+def _real_photo_scene(plan: SourcePlan, config: SynthConfig, rng: np.random.Generator) -> Scene:
+    """A library photo with an emoji subject, 0-2 emoji objects and other emoji kept for swaps, all from the
+    source's split of the emoji library."""
+    pool = real_sources.emoji_library()[plan.split]
+    erng = np.random.default_rng([config.seed, plan.index, 5])
+    n_objects = int(erng.integers(0, 3))
+    picks = [pool[k] for k in erng.choice(len(pool), min(len(pool), 1 + n_objects + EMOJI_SWAPS), replace=False)]
+    sprites = [real_sources.emoji_sprite(c) for c in picks]
+    alternate = _load_photo(plan.alternate, config.size) if plan.alternate else None
+    photo = _load_photo(plan.photo, config.size)
+    subject, objects, swaps = sprites[0], sprites[1 : 1 + n_objects], sprites[1 + n_objects :]
+    return sprite_scene(rng, photo, config.size, subject, objects, swaps, alternate)
+
+
+def _render_clip_source(plan: SourcePlan, config: SynthConfig, out: Path) -> None:
+    """A real clip source: the segment's first frame as the image; each video samples the segment at a seeded
+    stride (the faithful video), and failures act on those frames (`clip_replacement` on the alternate segment)."""
+    segment, other = plan.clip, plan.clip_alternate or plan.clip
+    image = real_sources.segment_video(segment, 1, 1, config.size)[0]
+    Image.fromarray(_to_uint8(image)).save(out / "images" / f"{plan.id}.png")
+    for k, video in enumerate(plan.videos):
+        vrng = np.random.default_rng([config.seed, plan.index, 2, k])
+        stride = 1 + int(vrng.integers(segment.max_stride))
+        frames = real_sources.segment_video(segment, stride, config.frames, config.size)
+        footage = real_sources.segment_video(other, stride, config.frames, config.size)
+        frames = render_clip_video(frames, footage, video.mode, video.severity, vrng)
+        write_video(out / "videos" / f"{video.id}.mp4", _to_uint8(frames), fps=config.fps)
+
+
 def render_source(plan: SourcePlan, config: SynthConfig, out: Path) -> None:
     """Render one source image and all its planned videos into `out`."""
     with _single_thread():
+        if plan.kind == "real_clip":
+            _render_clip_source(plan, config, out)
+            return
         rng = np.random.default_rng([config.seed, plan.index, 1])
-        if plan.photo is None:
+        if plan.kind == "real_photo":
+            scene = _real_photo_scene(plan, config, rng)
+        elif plan.photo is None:
             scene = procedural_scene(rng, config.size)
         else:
             alternate = _load_photo(plan.alternate, config.size) if plan.alternate else None
@@ -147,26 +185,31 @@ def _summary(config: SynthConfig, plans: list[SourcePlan], pairs: dict, videos: 
     """The content of synth.json: resolved config, versions, weights and counts."""
     from icreward.version import __version__
 
-    modes = [CONSISTENT_MODE, *FAILURE_MODES]
+    modes = [CONSISTENT_MODE, *config.failure_modes()]
+    counts = {
+        "images": {s: sum(p.split == s for p in plans) for s in SPLITS},
+        "videos": {s: sum(v["split"] == s for v in videos) for s in SPLITS},
+        "pairs": {s: len(pairs[s]) for s in SPLITS},
+        "videos_per_mode": {
+            s: {m: sum(v["split"] == s and v["mode"] == m for v in videos) for m in modes} for s in SPLITS
+        },
+        "pair_labels": {s: {k: sum(r["label"] == k for r in pairs[s]) for k in ("A", "B", "tie")} for s in SPLITS},
+        "pair_motion_labels": {
+            s: {k: sum(r["labels"]["motion"] == k for r in pairs[s]) for k in ("A", "B", "tie")} for s in SPLITS
+        },
+    }
+    if config.real_share > 0:
+        counts["source_kinds"] = {
+            s: dict(sorted(Counter(p.kind for p in plans if p.split == s).items())) for s in SPLITS
+        }
     return {
         "name": BENCHMARK_NAME,
         "synth_version": SYNTH_VERSION,
         "code_version": __version__,
         "seed": config.seed,
-        "config": asdict(config),
-        "score_weights": {CONSISTENT_MODE: 0.0, **{m: f.weight for m, f in FAILURE_MODES.items()}},
-        "counts": {
-            "images": {s: sum(p.split == s for p in plans) for s in SPLITS},
-            "videos": {s: sum(v["split"] == s for v in videos) for s in SPLITS},
-            "pairs": {s: len(pairs[s]) for s in SPLITS},
-            "videos_per_mode": {
-                s: {m: sum(v["split"] == s and v["mode"] == m for v in videos) for m in modes} for s in SPLITS
-            },
-            "pair_labels": {s: {k: sum(r["label"] == k for r in pairs[s]) for k in ("A", "B", "tie")} for s in SPLITS},
-            "pair_motion_labels": {
-                s: {k: sum(r["labels"]["motion"] == k for r in pairs[s]) for k in ("A", "B", "tie")} for s in SPLITS
-            },
-        },
+        "config": config_record(config),
+        "score_weights": {CONSISTENT_MODE: 0.0, **{m: FAILURE_MODES[m].weight for m in config.failure_modes()}},
+        "counts": counts,
     }
 
 
@@ -195,6 +238,8 @@ def generate(
     """
     config.validate()
     check_output(config, out, overwrite)
+    if config.real_share > 0:
+        real_sources.ensure_real_imagery()
     photos = list_photos(config.images) if config.images else []
     plans = plan_sources(config, photos)
     if workers is not None and workers < 1:
@@ -222,9 +267,18 @@ def generate(
     return summary
 
 
+def config_record(config: SynthConfig) -> dict:
+    """The config as synth.json and `config_hash` record it: every field, less ADDED_FIELDS at their default."""
+    record = asdict(config)
+    for name, default in ADDED_FIELDS.items():
+        if record[name] == default:
+            del record[name]
+    return record
+
+
 def config_hash(config: SynthConfig) -> str:
     """A stable hash of a config and the generator version (names cache folders)."""
-    blob = json.dumps({"synth_version": SYNTH_VERSION, **asdict(config)}, sort_keys=True)
+    blob = json.dumps({"synth_version": SYNTH_VERSION, **config_record(config)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

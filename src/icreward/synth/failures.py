@@ -1,10 +1,16 @@
 """The failure modes of image-to-video generation, as a registry `FAILURE_MODES` keyed by the data-contract names.
 
-Two scopes:
+Three scopes:
 - "frames" modes (`icreward.synth.frame_failures`) are functions `(frames, severity, rng) -> frames`; they apply to
-  any video, e.g. to build corruption tests from real I2V outputs.
-- "scene" modes (here) are functions `(scene, trajectory, severity, rng) -> frames`; they act on the layers of a
-  synthetic scene (the subject morphing, vanishing or doubling, the background drifting, ...).
+  any video, e.g. to build corruption tests from real I2V outputs, and to real clip sources;
+- "scene" modes (here and in `icreward.synth.identity_failures`) are functions `(scene, trajectory, severity, rng)
+  -> frames`; they act on the layers of a synthetic scene (the subject morphing, vanishing, doubling or turning
+  into another object, the background drifting, the layout rearranging, ...);
+- "clip" modes are functions `(frames, other, severity, rng) -> frames` on a real clip and other footage.
+`FailureMode.applies(kind)` says which source kind ("scene" or "clip") a mode can render.
+
+`WAVE1_MODES` are the first eleven modes, what a config uses unless it names its modes (so the default benchmark
+keeps its content as modes are added).
 
 Every mode keeps moving along the trajectory (except `frozen`), leaves frame 0 as the conditioning image (except
 `first_frame_mismatch`, whose whole point is a different start), and grows from a random onset. `weight` is the
@@ -21,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from icreward.rules import CONSISTENT_MODE
-from icreward.synth import frame_failures
+from icreward.synth import frame_failures, identity_failures
 from icreward.synth.frame_failures import hue_rotate, strength
 from icreward.synth.motion import (
     Trajectory,
@@ -203,14 +209,31 @@ class FailureMode:
 
     name: str
     weight: float  # consistency lost at severity 1: score = 1 - weight * severity
-    scope: str  # "frames": fn(frames, severity, rng) works on any video; "scene": fn(scene, traj, severity, rng)
+    scope: str  # "frames": fn(frames, severity, rng) works on any video; "scene": fn(scene, traj, severity, rng);
+    # "clip": fn(frames, other, severity, rng) on a real clip and other footage
     fn: Callable[..., torch.Tensor]
+
+    def applies(self, kind: str) -> bool:
+        """Whether this mode can render a source of `kind`: "scene" (a layered Scene) or "clip" (real footage)."""
+        return self.scope in ("frames", kind)
 
     def render(self, scene: Scene, traj: Trajectory, severity: float, rng: np.random.Generator) -> torch.Tensor:
         """Frames `(T, 3, H, W)` of `scene` moving along `traj` with this failure at `severity` in [0, 1]."""
         if self.scope == "frames":
             return self.fn(render_consistent(scene, traj), severity, rng)
+        if self.scope != "scene":
+            raise ValueError(f"failure mode {self.name} renders {self.scope} sources, not scenes")
         return self.fn(scene, traj, severity, rng)
+
+    def render_clip(
+        self, frames: torch.Tensor, other: torch.Tensor, severity: float, rng: np.random.Generator
+    ) -> torch.Tensor:
+        """A real clip `(T, 3, H, W)` with this failure at `severity`; `other` `(T, 3, H, W)` is other footage."""
+        if self.scope == "frames":
+            return self.fn(frames, severity, rng)
+        if self.scope != "clip":
+            raise ValueError(f"failure mode {self.name} renders {self.scope} sources, not clips")
+        return self.fn(frames, other, severity, rng)
 
 
 FAILURE_MODES: dict[str, FailureMode] = {
@@ -227,8 +250,16 @@ FAILURE_MODES: dict[str, FailureMode] = {
         FailureMode("subject_vanish", 0.8, "scene", subject_vanish),
         FailureMode("subject_duplicate", 0.6, "scene", subject_duplicate),
         FailureMode("frozen", 0.0, "frames", frame_failures.frozen),
+        FailureMode("subject_swap", 0.85, "scene", identity_failures.subject_swap),
+        FailureMode("identity_morph", 0.75, "scene", identity_failures.identity_morph),
+        FailureMode("layout_shuffle", 0.6, "scene", identity_failures.layout_shuffle),
+        FailureMode("clip_replacement", 0.9, "clip", identity_failures.clip_replacement),
     ]
 }
+WAVE1_MODES = (  # the modes of a config that names none (the default benchmark's), in registry order
+    "subject_drift", "background_drift", "color_drift", "structure_distortion", "detail_loss", "content_replacement",
+    "first_frame_mismatch", "flicker", "subject_vanish", "subject_duplicate", "frozen",
+)  # fmt: skip
 
 
 def render_video(scene: Scene, traj: Trajectory, mode: str, severity: float, rng: np.random.Generator) -> torch.Tensor:
@@ -236,3 +267,12 @@ def render_video(scene: Scene, traj: Trajectory, mode: str, severity: float, rng
     if mode == CONSISTENT_MODE:
         return render_consistent(scene, traj)
     return FAILURE_MODES[mode].render(scene, traj, severity, rng)
+
+
+def render_clip_video(
+    frames: torch.Tensor, other: torch.Tensor, mode: str, severity: float, rng: np.random.Generator
+) -> torch.Tensor:
+    """A real clip `(T, 3, H, W)` as it is (`mode="none"`) or with a failure; `other` is other footage."""
+    if mode == CONSISTENT_MODE:
+        return frames
+    return FAILURE_MODES[mode].render_clip(frames, other, severity, rng).clamp(0, 1)

@@ -11,6 +11,14 @@ Labels (the data contract of `icreward synth`):
 
 Every random choice about source image i comes from an RNG seeded by (seed, i), and the balanced mode schedule
 from one seeded by (seed, split), so a plan depends only on the config, never on workers or timing.
+
+Source kinds: "procedural" (a procedural scene), "photo" (a user photo from `images`), and with `real_share` > 0,
+"real_photo" (a photo of the real-imagery library with emoji sprites on it) and "real_clip" (a real video segment:
+its first frame is the image, the frames after it the faithful video). A `real_share` of the sources, chosen by an
+RNG seeded by (seed, 2^21), are real: alternately photo and clip sources (a clip source falls back to a photo one
+where no clip is long enough for `frames`). Library photos, emoji and clip segments keep their fixed library split
+(`icreward.synth.real_sources`), so test sources never show anything trained on. Clip sources draw their failures
+from a schedule of their own, over the modes that apply to clips (frames-scope and clip-scope ones).
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ import numpy as np
 
 from icreward.errors import IcrewardError
 from icreward.rules import CONSISTENT_MODE, FROZEN_MODE, label_from_scores
-from icreward.synth.failures import FAILURE_MODES
+from icreward.synth import real_sources
+from icreward.synth.failures import FAILURE_MODES, WAVE1_MODES
+from icreward.synth.real_sources import ClipSegment
 
 SPLITS = ("train", "val", "test")
 PAIR_QUOTAS = {"tie": 1, "consistent_vs_failure": 2, "failure_pair": 2, "consistent_pair": 1}  # per source image
@@ -46,16 +56,30 @@ class SynthConfig:
     severity_range: tuple[float, float] = (0.15, 1.0)  # failure severities are uniform in this range
     rater_noise: float = 0.02  # std of the seeded per-video score noise
     fps: int = 8
+    # Fields added later are left out of the config's hash and synth.json while at their default (see
+    # `config_record`), so configs that do not set them keep their cached benchmarks.
+    real_share: float = 0.0  # share of sources from real imagery (half photo + emoji scenes, half real clips)
+    modes: tuple[str, ...] | None = None  # failure modes to draw (frozen is always drawn); None: WAVE1_MODES
+
+    def failure_modes(self) -> tuple[str, ...]:
+        """The failure modes this config draws from, in registry order (frozen included)."""
+        chosen = WAVE1_MODES if self.modes is None else {*self.modes, FROZEN_MODE}
+        return tuple(m for m in FAILURE_MODES if m in chosen)
 
     def validate(self) -> None:
         """Raise IcrewardError naming the first invalid setting."""
-        unknown = sorted(set(self.holdout_modes) - set(FAILURE_MODES))
+        unknown = sorted(set(self.modes or ()) - set(FAILURE_MODES))
+        if unknown:
+            raise IcrewardError(
+                f"unknown failure mode(s) in --modes: {', '.join(unknown)}; valid modes: {', '.join(FAILURE_MODES)}"
+            )
+        unknown = sorted(set(self.holdout_modes) - set(self.failure_modes()))
         if unknown:
             raise IcrewardError(
                 f"unknown failure mode(s) in --holdout-modes: {', '.join(unknown)}; "
-                f"valid modes: {', '.join(FAILURE_MODES)}"
+                f"valid modes: {', '.join(self.failure_modes())}"
             )
-        if set(FAILURE_MODES) - {FROZEN_MODE} <= set(self.holdout_modes):
+        if set(self.failure_modes()) - {FROZEN_MODE} <= set(self.holdout_modes):
             raise IcrewardError("--holdout-modes must leave at least one failure mode (besides frozen) for training")
         if self.n < len(SPLITS):
             raise IcrewardError(f"--n must be at least {len(SPLITS)} (one source image per split), got {self.n}")
@@ -67,6 +91,10 @@ class SynthConfig:
             raise IcrewardError(f"--tie-margin must be in [0, 1), got {self.tie_margin}")
         if self.videos_per_image < 3:
             raise IcrewardError(f"videos_per_image must be at least 3, got {self.videos_per_image}")
+        if not 0 <= self.real_share <= 1:
+            raise IcrewardError(f"--real-share must be in [0, 1], got {self.real_share}")
+        if self.real_share > 0 and self.images:
+            raise IcrewardError("--real-share and --images cannot be combined (both replace procedural scenes)")
 
 
 @dataclass
@@ -87,10 +115,13 @@ class SourcePlan:
     index: int  # position in the benchmark; with the seed, it seeds every random choice about this image
     id: str  # "img<index:05d>"
     split: str
-    photo: str | None  # path of the source photo (None: procedural)
+    photo: str | None  # path of the source photo (None: procedural or clip)
     alternate: str | None  # another photo of the same split, for failures that swap in unrelated content
     videos: list[VideoPlan] = field(default_factory=list)
     pairs: list[tuple[int, int]] = field(default_factory=list)  # (video index of A, video index of B)
+    kind: str = "procedural"  # "procedural", "photo", "real_photo" or "real_clip" (see the module docstring)
+    clip: ClipSegment | None = None  # the real clip segment of a "real_clip" source
+    clip_alternate: ClipSegment | None = None  # other footage of the same split, for clip_replacement
 
 
 def score_video(mode: str, severity: float, rng: np.random.Generator, rater_noise: float) -> float:
@@ -111,11 +142,18 @@ def split_groups(n_groups: int, fractions: tuple[float, float, float], rng: np.r
     return splits
 
 
-def _mode_schedule(split: str, config: SynthConfig) -> Iterator[str]:
-    """An endless, block-balanced sequence of failure modes for one split: each block is a shuffle of every
-    allowed mode (held-out modes lead the first test block, so even a small test split has them)."""
-    rng = np.random.default_rng([config.seed, SPLITS.index(split), 7])
-    allowed = [m for m in FAILURE_MODES if m != FROZEN_MODE and (split == "test" or m not in config.holdout_modes)]
+def _mode_schedule(split: str, config: SynthConfig, kind: str = "scene") -> Iterator[str]:
+    """An endless, block-balanced sequence of failure modes for one split and source kind ("scene" or "clip"):
+    each block is a shuffle of every allowed mode (held-out modes lead the first test block, so even a small test
+    split has them). Empty when no mode is allowed."""
+    rng = np.random.default_rng([config.seed, SPLITS.index(split), 7] + ([1] if kind == "clip" else []))
+    allowed = [
+        m
+        for m in config.failure_modes()
+        if m != FROZEN_MODE and FAILURE_MODES[m].applies(kind) and (split == "test" or m not in config.holdout_modes)
+    ]
+    if not allowed:
+        return iter(())
     first = [m for m in allowed if m in config.holdout_modes] if split == "test" else []
 
     def shuffled(modes: list[str]) -> list[str]:
@@ -170,11 +208,41 @@ def choose_pairs(videos: list[VideoPlan], k: int, margin: float, rng: np.random.
     return [(j, i) if rng.random() < 0.5 else (i, j) for i, j in chosen]
 
 
+def _source_kinds(config: SynthConfig, photos: list[str]) -> list[str]:
+    """The kind of each source (see the module docstring); clip sources may still fall back to real photos."""
+    kinds = ["photo" if photos else "procedural"] * config.n
+    if config.real_share > 0:
+        rng = np.random.default_rng([config.seed, 2**21])
+        for rank, i in enumerate(rng.permutation(config.n)[: round(config.real_share * config.n)]):
+            kinds[i] = "real_photo" if rank % 2 == 0 else "real_clip"
+    return kinds
+
+
+def _real_source(plan: SourcePlan, config: SynthConfig, clip_modes: bool) -> None:
+    """Pick the library photo or clip segment of a real source, from its split's share of the library."""
+    rng = np.random.default_rng([config.seed, plan.index, 3])
+    if plan.kind == "real_clip":
+        plan.clip = real_sources.sample_segment(rng, plan.split, config.frames) if clip_modes else None
+        if plan.clip is not None:
+            plan.clip_alternate = real_sources.sample_segment(rng, plan.split, config.frames, exclude=plan.clip.video)
+            return
+        plan.kind = "real_photo"
+    pool = real_sources.photo_library()[plan.split]
+    if not pool:
+        raise IcrewardError(
+            f"the real-imagery library has no {plan.split} photos; reinstall {real_sources.INSTALL_COMMAND}"
+        )
+    k = int(rng.integers(len(pool)))
+    plan.photo = pool[k]
+    others = pool[:k] + pool[k + 1 :]
+    plan.alternate = others[int(rng.integers(len(others)))] if others else None
+
+
 def plan_sources(config: SynthConfig, photos: list[str]) -> list[SourcePlan]:
     """The whole benchmark's plan: split, photo, videos (mode, severity, score) and pairs of every source image.
 
     With photos, image i is cut from the (i mod P)-th of P photos taken in a seeded order, and all images of one
-    photo share a split.
+    photo share a split. Real sources (`real_share`) take their photo or clip from the library (`_real_source`).
     """
     split_rng = np.random.default_rng([config.seed, 2**20])
     used = [photos[g] for g in split_rng.permutation(len(photos))[: config.n]] if photos else []
@@ -182,6 +250,8 @@ def plan_sources(config: SynthConfig, photos: list[str]) -> list[SourcePlan]:
     group_of = [i % n_groups for i in range(config.n)]
     group_split = split_groups(n_groups, config.split_fractions, split_rng)
     schedules = {split: _mode_schedule(split, config) for split in SPLITS}
+    kinds = _source_kinds(config, photos)
+    clip_schedules = {split: _mode_schedule(split, config, "clip") for split in SPLITS} if "real_clip" in kinds else {}
     by_split = {s: sorted({group_of[i] for i in range(config.n) if group_split[group_of[i]] == s}) for s in SPLITS}
     lo, hi = config.severity_range
     plans = []
@@ -194,16 +264,22 @@ def plan_sources(config: SynthConfig, photos: list[str]) -> list[SourcePlan]:
             others = [g for g in by_split[split] if g != group_of[i]]
             alternate = used[others[int(rng.integers(len(others)))]] if others else None
         source_id = f"img{i:05d}"
+        plan = SourcePlan(i, source_id, split, photo, alternate, kind=kinds[i])
+        first = next(clip_schedules[split], None) if plan.kind == "real_clip" else None
+        if plan.kind.startswith("real_"):
+            _real_source(plan, config, clip_modes=first is not None)
+        schedule = itertools.chain([first], clip_schedules[split]) if plan.kind == "real_clip" else schedules[split]
         modes = [CONSISTENT_MODE, _consistent_mode(split, rng, config)]
-        modes = [m if m is not None else next(schedules[split]) for m in modes]
-        modes += [next(schedules[split]) for _ in range(config.videos_per_image - 2)]
+        modes = [m if m is not None else next(schedule) for m in modes]
+        modes += [next(schedule) for _ in range(config.videos_per_image - 2)]
         videos = []
         for k, mode in enumerate(modes):
             severity = 0.0 if mode in (CONSISTENT_MODE, FROZEN_MODE) else round(float(rng.uniform(lo, hi)), 4)
             score = score_video(mode, severity, rng, config.rater_noise)
             videos.append(VideoPlan(f"{source_id}_v{k}", mode, severity, score, int(mode != FROZEN_MODE)))
-        pairs = choose_pairs(videos, config.pairs_per_image, config.tie_margin, rng)
-        plans.append(SourcePlan(i, source_id, split, photo, alternate, videos, pairs))
+        plan.videos = videos
+        plan.pairs = choose_pairs(videos, config.pairs_per_image, config.tie_margin, rng)
+        plans.append(plan)
     missing = set(config.holdout_modes) - {v.mode for p in plans if p.split == "test" for v in p.videos}
     if missing:
         raise IcrewardError(

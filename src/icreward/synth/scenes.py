@@ -50,6 +50,7 @@ class Scene:
     size: int  # frame side in pixels
     light: tuple[float, float, float]  # unit light direction shared by every sprite's shading
     alternate: torch.Tensor | None = None  # (3, C, C) unrelated real content (another photo) for swap failures
+    swaps: list[torch.Tensor] | None = None  # (4, h, w) other subjects of the same kind (emoji) for identity swaps
 
 
 def canvas_side(size: int) -> int:
@@ -166,8 +167,17 @@ def _subject(rng: np.random.Generator, size: int, light: tuple) -> Sprite:
     return Sprite(rgba, float(x), float(y), half, rng.uniform(-0.35, 0.35), 1.0)
 
 
-def _objects(rng: np.random.Generator, size: int, light: tuple, subject: Sprite, bg_depth: float, n: int) -> list:
-    """`n` small objects over the whole canvas: most between background and subject, some in front of it."""
+def _objects(
+    rng: np.random.Generator,
+    size: int,
+    light: tuple,
+    subject: Sprite,
+    bg_depth: float,
+    n: int,
+    texture: torch.Tensor | None = None,
+) -> list:
+    """`n` small objects over the whole canvas: most between background and subject, some in front of it.
+    `texture` `(4, h, w)` gives their look (else a new procedural one each)."""
     objects = []
     for _ in range(n):
         half = rng.uniform(0.05, 0.18)
@@ -178,7 +188,12 @@ def _objects(rng: np.random.Generator, size: int, light: tuple, subject: Sprite,
         if in_front and dist < reach:  # keep nearer objects off the subject
             x, y = subject.x + dx / dist * reach, subject.y + dy / dist * reach
         depth = rng.uniform(1.05, 1.3) if in_front else rng.uniform(bg_depth, 0.97)
-        rgba = make_sprite_texture(rng, sprite_pixels(half, size), light, detail=False)
+        n_pixels = sprite_pixels(half, size)
+        rgba = (
+            make_sprite_texture(rng, n_pixels, light, detail=False)
+            if texture is None
+            else fit_texture(texture, n_pixels)
+        )
         objects.append(Sprite(rgba, float(x), float(y), half, rng.uniform(-np.pi, np.pi), depth))
     return objects
 
@@ -248,6 +263,40 @@ def photo_scene(
     objects = _objects(rng, size, light, subject, bg_depth, int(rng.integers(0, 4)))
     alt = None if alternate is None else photo_canvas(rng, alternate, side)
     return Scene(canvas, MARGIN, bg_depth, subject, objects, size, light, alt)
+
+
+def sprite_scene(
+    rng: np.random.Generator,
+    image: torch.Tensor,
+    size: int,
+    subject: torch.Tensor,
+    objects: list[torch.Tensor],
+    swaps: list[torch.Tensor] | None = None,
+    alternate: torch.Tensor | None = None,
+) -> Scene:
+    """A conditioning image from a photo `(3, H, W)` with given sprite textures on it (e.g. emoji): `subject`
+    `(4, h, w)` premultiplied as the main subject (35-65% of the frame wide, upright within ±0.2 rad) and each of
+    `objects` as a small layer behind or in front of it. `swaps` are kept for identity-swap failures."""
+    side = canvas_side(size)
+    canvas = photo_canvas(rng, image, side)
+    light = _random_light(rng)
+    bg_depth = rng.uniform(0.5, 0.95)
+    half = rng.uniform(0.35, 0.65)
+    x, y = rng.uniform(-0.6, 0.6, 2) * (1 - half)
+    texture = fit_texture(subject, sprite_pixels(half, size))
+    main = Sprite(texture, float(x), float(y), half, rng.uniform(-0.2, 0.2), 1.0)
+    placed = []
+    for rgba in objects:
+        sprite = _objects(rng, size, light, main, bg_depth, 1, texture=rgba)[0]
+        placed.append(replace(sprite, angle=sprite.angle * 0.1))
+    alt = None if alternate is None else photo_canvas(rng, alternate, side)
+    return Scene(canvas, MARGIN, bg_depth, main, placed, size, light, alt, swaps)
+
+
+def fit_texture(rgba: torch.Tensor, n: int) -> torch.Tensor:
+    """A premultiplied `(4, h, w)` texture resized to the sprite square `(4, n, n)`."""
+    out = F.interpolate(rgba[None], size=(n, n), mode="bilinear", antialias=True, align_corners=False)[0]
+    return out.clamp(0, 1).contiguous()
 
 
 def unrelated_scene(rng: np.random.Generator, scene: Scene) -> Scene:
