@@ -32,7 +32,7 @@ def corrupt(name: str, video: torch.Tensor, severity: float, seed: int = 0) -> t
 
 def test_heldout_corruptions_are_not_the_training_engines_modes():
     assert len(NAMES) == 11 and set(NAMES).isdisjoint(FAILURE_MODES)
-    assert all(fn.__module__ == "icreward.evaluation.robustness" for fn in HELDOUT_CORRUPTIONS.values())
+    assert all(fn.__module__ == "icreward.evaluation.corruptions" for fn in HELDOUT_CORRUPTIONS.values())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -110,6 +110,8 @@ def test_evaluate_counts_right_wrong_and_ties():
     assert result["accuracy_other_image"] == 1.0
     assert result["accuracy_corruption"] == pytest.approx(1 / 3)
     assert result["per_corruption"] == {"x": 0.5, "y": 0.0}
+    assert result["accuracy_heldout"] == result["accuracy_corruption"] and result["accuracy_structural"] is None
+    assert result["per_family"] == {"other_image": 1.0, "heldout": pytest.approx(1 / 3), "structural": None}
     assert result["mean_margin"] == pytest.approx((0.2 + 0 + 0 - 0.05 + 0.7) / 5, abs=1e-6)
     # Each distinct (image, video) scored once, in one batch per shape: 5 videos of size 8x8, 2 of size 6x10.
     assert sorted(scorer.batches) == [2, 5]

@@ -1,264 +1,41 @@
 """Robustness on real I2V outputs: does a reward prefer each image's own video over another image's video, and over
 corruptions of its own video that the training engine never makes?
 
-The corruptions here (`HELDOUT_CORRUPTIONS`) use other mechanisms than the synthetic failure modes of
-`icreward.synth.frame_failures` and `icreward.synth.failures` (channel permutation, sensor noise, block rearrangement,
-DCT compression, mirroring, occlusion, inversion, frame order, reframing, toon rendering, blown highlights), so the
-accuracy on them measures how a reward generalises to failures it was not trained on. Each is
-`fn(video [T,3,H,W] in [0,1], severity, rng) -> video [T,3,H,W] in [0,1]`, deterministic for an RNG state: frame 0
-is returned unchanged (an I2V model pins it to the image), the change starts at frame 1 and grows along the video
-to `severity` at the last frame (`growth`), severity 0 is the identity, and for one RNG state a larger severity
-moves the video further from the original.
+Three families of cases, each "the own video should score above the other one":
+- `other_image`: another input image's video, cropped to this video's aspect ratio and resized to its frame size;
+- `heldout`: `HELDOUT_CORRUPTIONS` (`icreward.evaluation.corruptions`), failures the synthetic engine never makes;
+- `structural`: `STRUCTURAL_CORRUPTIONS` (`icreward.evaluation.structural`), content moved or replaced while the
+  colours stay, which a colour-statistics reward cannot see.
+
+`build_real_i2v_check` is the check over several folders of real pairs (each with a `manifest.jsonl`), split by input
+image into `select` (to choose recipes on) and `report` (the final figure) by `real_i2v_split`; `build_real_i2v_tests`
+is the first check, one folder with every other video and the held-out family. `evaluate_real_i2v` scores either.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import math
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
+from icreward.evaluation.corruptions import HELDOUT_CORRUPTIONS, Corruption
+from icreward.evaluation.structural import DONOR_CORRUPTIONS, STRUCTURAL_CORRUPTIONS
 from icreward.interface import Scorer
-from icreward.rules import LUMA
 from icreward.scoring.engine import score_tensors
 
-Corruption = Callable[[torch.Tensor, float, np.random.Generator], torch.Tensor]
-
-
-def growth(frames: int, severity: float) -> torch.Tensor:
-    """How far a corruption has developed at each frame, `(T,)`: 0 at frame 0, rising linearly to `severity`."""
-    return severity * torch.linspace(0, 1, frames)
-
-
-def _pixel_grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel-centre coordinates `(H, W)` each: rows `ys`, columns `xs`."""
-    return torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
-
-
-def channel_swap(video: torch.Tensor, severity: float, rng: np.random.Generator) -> torch.Tensor:
-    """Two colour channels cross-fade into each other (R<->B, R<->G or G<->B). A transposition mirrors hues, which
-    no hue rotation, tint or saturation change (the synthetic colour drift) can produce."""
-    a = growth(len(video), severity).view(-1, 1, 1, 1)
-    order = ([2, 1, 0], [1, 0, 2], [0, 2, 1])[rng.integers(3)]
-    return video * (1 - a) + video[:, order] * a
-
-
-def gaussian_noise(video: torch.Tensor, severity: float, rng: np.random.Generator, sigma: float = 0.25) -> torch.Tensor:
-    """Independent per-pixel, per-channel Gaussian grain of standard deviation up to `sigma`, fresh every frame: a
-    sensor-like colour noise, where the synthetic flicker boils smooth grey noise (with fine grain of at most
-    0.04, the same in every channel)."""
-    a = growth(len(video), severity).view(-1, 1, 1, 1)
-    noise = torch.from_numpy(rng.standard_normal(video.shape, dtype=np.float32))
-    return (video + sigma * a * noise).clamp(0, 1)
-
-
-def local_patch_swap(
-    video: torch.Tensor, severity: float, rng: np.random.Generator, grid: int = 4, max_pairs: int = 4
-) -> torch.Tensor:
-    """Rectangles of the frame trade places, hard-edged: one pair from frame 1, up to `severity * max_pairs` pairs by
-    the last frame. Colours and textures all stay in the frame, only the layout breaks (the synthetic modes warp
-    smoothly or bring in other content). Rectangles sit in distinct cells of a `grid` x `grid` layout, so they
-    never overlap and a larger severity swaps a superset."""
-    t, _, h, w = video.shape
-    ch, cw = max(1, h // grid), max(1, w // grid)  # cell size
-    ph, pw = max(1, int(0.8 * ch)), max(1, int(0.8 * cw))  # rectangle size, placed at random inside its cell
-    cells = rng.permutation(grid * grid)[: 2 * max_pairs]
-    corners = [
-        ((c // grid) * ch + rng.integers(ch - ph + 1), (c % grid) * cw + rng.integers(cw - pw + 1)) for c in cells
-    ]
-    active = torch.ceil(growth(t, severity) * max_pairs - 1e-6).clamp(min=0).int().tolist()
-    out = video.clone()
-    for i, n in enumerate(active):
-        for (ya, xa), (yb, xb) in zip(corners[0 : 2 * n : 2], corners[1 : 2 * n : 2], strict=True):
-            out[i, :, ya : ya + ph, xa : xa + pw] = video[i, :, yb : yb + ph, xb : xb + pw]
-            out[i, :, yb : yb + ph, xb : xb + pw] = video[i, :, ya : ya + ph, xa : xa + pw]
-    return out
-
-
-def _jpeg(frame: torch.Tensor, quality: int) -> torch.Tensor:
-    """`(3, H, W)` encoded as a JPEG at `quality` (4:2:0 chroma) and decoded again."""
-    pixels = (frame.permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()  # (H, W, 3)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    decoded = np.asarray(Image.open(buffer).convert("RGB"))
-    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).float() / 255
-
-
-def jpeg_artifacts(
-    video: torch.Tensor, severity: float, rng: np.random.Generator, best: int = 90, worst: int = 5
-) -> torch.Tensor:
-    """Frames re-encoded as JPEGs of falling quality (`best` to `worst` at severity 1): 8x8 DCT blocking, ringing
-    and chroma bleeding, unlike the synthetic detail loss (blur, pixelation, low resolution, bit-depth posterise).
-    The RNG is unused."""
-    out = video.clone()
-    for i, a in enumerate(growth(len(video), severity).tolist()):
-        if a > 0:
-            out[i] = _jpeg(video[i], round(best - (best - worst) * a))
-    return out
-
-
-def mirror_drift(video: torch.Tensor, severity: float, rng: np.random.Generator) -> torch.Tensor:
-    """The video cross-fades into its own left-right mirror image: the same content, colours and histogram, with
-    the layout flipped (the synthetic replacement brings in other content). The RNG is unused."""
-    a = growth(len(video), severity).view(-1, 1, 1, 1)
-    return video * (1 - a) + video.flip(-1) * a
-
-
-def occluder(video: torch.Tensor, severity: float, rng: np.random.Generator, max_cover: float = 0.6) -> torch.Tensor:
-    """An opaque rectangle (solid, striped or checkered) grows near the centre to `max_cover` of each side: a
-    foreign object in front of the scene, where the synthetic modes only change the scene's own layers."""
-    t, _, h, w = video.shape
-    ys, xs = _pixel_grid(h, w)
-    cy, cx = h * (0.5 + rng.uniform(-0.1, 0.1)), w * (0.5 + rng.uniform(-0.1, 0.1))
-    aspect = rng.uniform(0.8, 1.2, 2)
-    colours = torch.from_numpy(rng.uniform(0, 1, (2, 3))).float().view(2, 3, 1, 1)
-    style, period, angle = rng.integers(3), rng.uniform(0.04, 0.1) * max(h, w), rng.uniform(0, np.pi)
-    if style == 0:  # solid
-        second = torch.zeros(h, w, dtype=torch.bool)
-    elif style == 1:  # stripes at a random angle
-        second = (xs * np.cos(angle) + ys * np.sin(angle)) / period % 1 < 0.5
-    else:  # checkerboard
-        second = ((xs // period) + (ys // period)) % 2 == 1
-    pattern = torch.where(second, colours[1], colours[0])  # (3, H, W)
-    half = growth(t, severity).view(t, 1, 1) * max_cover / 2
-    inside = ((ys - cy).abs() < half * h * aspect[0]) & ((xs - cx).abs() < half * w * aspect[1])  # (T, H, W)
-    return torch.where(inside[:, None], pattern, video)
-
-
-def invert_region(
-    video: torch.Tensor, severity: float, rng: np.random.Generator, max_radius: float = 0.6
-) -> torch.Tensor:
-    """Colours invert (x -> 1 - x) inside a disc that spreads from a random point to `max_radius` of the longer
-    side, with a soft rim: a non-monotone tone change, local, that no hue, tint, exposure or contrast drift makes."""
-    t, _, h, w = video.shape
-    ys, xs = _pixel_grid(h, w)
-    cy, cx = h * rng.uniform(0.2, 0.8), w * rng.uniform(0.2, 0.8)
-    distance = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt() / max(h, w)  # (H, W)
-    radius = growth(t, severity).view(t, 1, 1) * max_radius
-    inside = ((radius - distance) / 0.02).clamp(0, 1)[:, None]  # (T, 1, H, W): 0 outside, 1 inside, 0.02 rim
-    return video + inside * (1 - 2 * video)
-
-
-def temporal_shuffle(video: torch.Tensor, severity: float, rng: np.random.Generator, keep: int = 2) -> torch.Tensor:
-    """Frames after the first `keep` leave their place: a `severity` share of them (late frames more likely first)
-    trade places in one cycle, so each moved frame shows another's content. Every frame's content is kept, only
-    the order breaks; the synthetic modes all keep the order (frozen removes motion, flicker jitters frames)."""
-    t = len(video)
-    tail = np.arange(keep, t)
-    priority = tail[np.argsort(rng.uniform(0, 1, len(tail)) - np.linspace(0, 1, len(tail)))]  # late ones first
-    moved = priority[: int(round(severity * len(tail)))]
-    out = video.clone()
-    if len(moved) >= 2:
-        out[moved] = video[np.roll(moved, -1)]
-    return out
-
-
-def letterbox_shrink(
-    video: torch.Tensor, severity: float, rng: np.random.Generator, min_scale: float = 0.5
-) -> torch.Tensor:
-    """The whole frame shrinks toward the centre (to `min_scale` of its size at severity 1) inside black borders: a
-    reframing failure. The synthetic camera moves keep the frame filled and their shrink acts on the subject only.
-    The RNG is unused."""
-    t, _, h, w = video.shape
-    out = video.clone()
-    for i, a in enumerate(growth(t, severity).tolist()):
-        nh, nw = max(1, round(h * (1 - (1 - min_scale) * a))), max(1, round(w * (1 - (1 - min_scale) * a)))
-        if (nh, nw) == (h, w):
-            continue
-        small = F.interpolate(video[i : i + 1], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-        top, left = (h - nh) // 2, (w - nw) // 2
-        out[i] = 0
-        out[i, :, top : top + nh, left : left + nw] = small[0].clamp(0, 1)
-    return out
-
-
-def _bilateral(x: torch.Tensor, radius: int, sigma_space: float, sigma_range: float = 0.1) -> torch.Tensor:
-    """Bilateral filter of `(N, 3, H, W)` (Tomasi & Manduchi 1998): each pixel becomes the mean of its
-    `(2 radius + 1)^2` neighbours weighted by closeness in space and in grey level, which smooths within regions and
-    keeps the edges between them."""
-    h, w = x.shape[-2:]
-    grey = torch.einsum("c,nchw->nhw", torch.tensor(LUMA), x)[:, None]  # (N, 1, H, W)
-    padded = F.pad(torch.cat([x, grey], 1), (radius,) * 4, mode="replicate")  # (N, 4, H + 2r, W + 2r)
-    total, weight = torch.zeros_like(x), torch.zeros_like(grey)
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            shifted = padded[..., radius + dy : radius + dy + h, radius + dx : radius + dx + w]
-            log_wt = (shifted[:, 3:] - grey).square_().mul_(-1 / (2 * sigma_range**2))
-            wt = log_wt.add_(-(dx * dx + dy * dy) / (2 * sigma_space**2)).exp_()  # (N, 1, H, W)
-            total.addcmul_(wt, shifted[:, :3])
-            weight += wt
-    return total / weight
-
-
-def _toon(frames: torch.Tensor, levels: int) -> torch.Tensor:
-    """A cartoon rendering of `(N, 3, H, W)`, after Winnemoeller et al. 2006: two bilateral passes (edge-preserving
-    smoothing), grey level banded into `levels` flat tones with the hue kept, and dark lines inked on the strongest
-    10% of edges of each frame."""
-    radius = max(2, max(frames.shape[-2:]) // 128)  # 2 pixels at 256, 4 at 512
-    smooth = _bilateral(_bilateral(frames, radius, radius), radius, radius)
-    grey = torch.einsum("c,nchw->nhw", torch.tensor(LUMA), smooth)
-    banded = ((grey * levels).floor().clamp(0, levels - 1) + 0.5) / levels
-    toon = smooth * (banded / grey.clamp(min=1e-3))[:, None]
-    padded = F.pad(grey[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]  # (N, H + 2, W + 2)
-    gx, gy = padded[:, 1:-1, 2:] - padded[:, 1:-1, :-2], padded[:, 2:, 1:-1] - padded[:, :-2, 1:-1]  # (N, H, W)
-    edges = torch.hypot(gx, gy)
-    threshold = torch.quantile(edges.flatten(1), 0.9, dim=1).view(-1, 1, 1) + 1e-6
-    lines = ((edges - threshold) / threshold).clamp(0, 1)
-    return (toon * (1 - 0.9 * lines[:, None])).clamp(0, 1)
-
-
-def style_posterize_edges(video: torch.Tensor, severity: float, rng: np.random.Generator) -> torch.Tensor:
-    """The video turns into a cartoon (`_toon`, with 3 to 5 tone bands): flat cel-shaded regions and inked edges,
-    the "cartoon look" reward hacking seen when fine-tuning generators. The synthetic detail loss blurs, pixelates
-    or cuts bit depth per channel; it never flattens regions while sharpening and drawing edges."""
-    levels = int(rng.integers(3, 6))
-    a = growth(len(video), severity).view(-1, 1, 1, 1)
-    out = video.clone()
-    if severity > 0 and len(video) > 1:
-        out[1:] = video[1:] * (1 - a[1:]) + _toon(video[1:], levels) * a[1:]
-    return out
-
-
-def overexposure(
-    video: torch.Tensor, severity: float, rng: np.random.Generator, max_stops: float = 4.0, glow: float = 0.6
-) -> torch.Tensor:
-    """Exposure rises in linear light by up to `max_stops` stops (16x at 4) and the light beyond white blooms into
-    its neighbours: blown, glowing highlights. The synthetic exposure drift is a gain of at most 2.5x on the
-    gamma-encoded values, without bloom. The RNG is unused."""
-    t, _, h, w = video.shape
-    gain = 2 ** (max_stops * growth(t, severity)).view(t, 1, 1, 1)
-    exposed = video**2.2 * gain  # linear light
-    excess = (exposed - 1).clamp(min=0)
-    small = F.interpolate(excess, size=(max(1, h // 8), max(1, w // 8)), mode="area")
-    small = F.avg_pool2d(F.avg_pool2d(small, 3, 1, 1, count_include_pad=False), 3, 1, 1, count_include_pad=False)
-    bloom = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-    out = (exposed + glow * bloom).clamp(0, 1) ** (1 / 2.2)
-    out[0] = video[0]
-    return out
-
-
-HELDOUT_CORRUPTIONS: dict[str, Corruption] = {
-    fn.__name__: fn
-    for fn in [
-        channel_swap,
-        gaussian_noise,
-        local_patch_swap,
-        jpeg_artifacts,
-        mirror_drift,
-        occluder,
-        invert_region,
-        temporal_shuffle,
-        letterbox_shrink,
-        style_posterize_edges,
-        overexposure,
-    ]
+CORRUPTION_FAMILIES: dict[str, dict[str, Corruption]] = {
+    "heldout": HELDOUT_CORRUPTIONS,
+    "structural": STRUCTURAL_CORRUPTIONS,
 }
+FAMILIES = ("other_image", *CORRUPTION_FAMILIES)
+SELECT_SHARE = 1 / 3  # share of each folder's input images in the `select` half
 
 
 @dataclass(frozen=True, eq=False)
@@ -266,16 +43,120 @@ class Case:
     """One test: `image`'s own video `preferred` should get a higher reward than `other`.
 
     Cases of one source share their `image` and `preferred` tensors (the same objects), so each is scored once.
+    `build_real_i2v_check` stores the videos as 8 bits (`to_uint8`), like any saved video: a quarter of the memory
+    of floats, which a check of a thousand 256-pixel videos needs.
     """
 
     id: str  # "<source>/other_image/<other source>" or "<source>/<corruption>@<severity>"
     source: str  # the real pair's id in the manifest
-    image: torch.Tensor  # (3, H, W) the conditioning image
-    preferred: torch.Tensor  # (T, 3, h, w) the video generated from it
-    other: torch.Tensor  # (T, 3, h, w) another image's video, or a corruption of `preferred`
+    image: torch.Tensor  # (3, H, W) the conditioning image, floats in [0, 1]
+    preferred: torch.Tensor  # (T, 3, h, w) the video generated from it: floats in [0, 1], or uint8 in [0, 255]
+    other: torch.Tensor  # (T, 3, h, w) another image's video, or a corruption of `preferred`, stored like `preferred`
     kind: str  # "other_image" or "corruption"
-    corruption: str | None = None  # the HELDOUT_CORRUPTIONS name, for kind "corruption"
+    corruption: str | None = None  # the corruption's name, for kind "corruption"
     severity: float | None = None
+    family: str | None = None  # one of FAMILIES; by default "other_image" for that kind, else "heldout"
+    folder: str | None = None  # the name of the folder of real pairs the source comes from
+
+    def __post_init__(self):
+        if self.family is None:
+            object.__setattr__(self, "family", "other_image" if self.kind == "other_image" else "heldout")
+
+
+def to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """A video in [0, 1] as 8-bit values, rounded: what saving it losslessly would keep."""
+    return (video * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class _AsFloats(Sequence):
+    """A view of a list of tensors that gives uint8 ones as floats in [0, 1], one at a time (`score_tensors` reads a
+    batch at once, so the floats of the whole list never exist together)."""
+
+    def __init__(self, tensors: list[torch.Tensor]):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __getitem__(self, i):
+        x = self.tensors[i]
+        return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def _stable_key(*parts: str) -> list[int]:
+    """RNG seed words for names: the same on every machine and whatever else is loaded (unlike `hash`)."""
+    return [zlib.crc32(p.encode()) for p in parts]
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """A real (image, video) pair as loaded: `image` (3, H, W), `video` (T, 3, h, w)."""
+
+    id: str
+    folder: str
+    image_key: str  # "<folder>/<image file>": videos of one input image share it
+    image: torch.Tensor
+    video: torch.Tensor
+
+
+def _records(root: Path) -> list:
+    from icreward.manifest import load_manifest
+
+    return load_manifest(root / "manifest.jsonl").records
+
+
+def _image_key(root: Path, record) -> str:
+    """ "<folder name>/<image file name>": the input image a pair of `root/manifest.jsonl` was generated from. (Not
+    `rules.source_image`: the PIA manifest's `source` names the file each video came from.)"""
+    return f"{root.name}/{Path(record.image).name}"
+
+
+def real_i2v_split(roots: Sequence[str | Path], seed: int = 0) -> dict[str, str]:
+    """Input image key ("<folder name>/<image file>") -> "select" or "report", for every image of `roots`.
+
+    Per folder, its distinct images are sorted, shuffled by an RNG of (`seed`, the folder's name) and the first
+    `round(SELECT_SHARE * n)` go to `select`: about a third of each folder's images, to choose recipes on; the rest
+    are `report`, the final figure, never looked at while choosing. The split depends only on the seed, the folder
+    names and the image file names (not on paths, order or other folders). With seed 0, for the shared folders,
+    `select` holds real-i2v/{dance1.jpeg, girl3.jpeg, pour_honey.png} and real-i2v-pia/{harry.png, labrador.png}
+    (3 DynamiCrafter and 9 PIA videos); the other 9 images (5 + 15 videos) are `report`.
+    """
+    split: dict[str, str] = {}
+    for root in map(Path, roots):
+        images = sorted({_image_key(root, r) for r in _records(root)})
+        order = np.random.default_rng([seed, *_stable_key(root.name)]).permutation(len(images))
+        n_select = round(SELECT_SHARE * len(images))
+        split |= {images[j]: "select" if rank < n_select else "report" for rank, j in enumerate(order)}
+    return split
+
+
+def _load_pairs(root: Path, keep: Callable[[str, str], bool], num_frames: int, max_side: int) -> dict[str, _Pair]:
+    """The pairs of `root/manifest.jsonl` whose (id, image key) `keep` accepts, loaded with `num_frames` frames and
+    the longer side at most `max_side`, by id in manifest order."""
+    from icreward.media import load_image, load_video
+
+    pairs = {}
+    for r in _records(root):
+        key = _image_key(root, r)
+        if keep(r.id, key):
+            image = load_image(r.image, max_side=max_side)
+            pairs[r.id] = _Pair(
+                r.id, root.name, key, image, load_video(r.video, num_frames=num_frames, max_side=max_side)
+            )
+    return pairs
+
+
+def _fit(video: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`video` centre-cropped to the aspect ratio of `like` (T, 3, h, w) and resized to its frame size."""
+    from icreward.metrics.base import crop_to_aspect, resize_to
+
+    return resize_to(crop_to_aspect(video, *like.shape[-2:]), tuple(like.shape[-2:])).clamp(0, 1)
+
+
+def _check_names(names: Sequence[str], known: dict[str, Corruption]) -> None:
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown corruptions {unknown}; known: {', '.join(known)}")
 
 
 def build_real_i2v_tests(
@@ -288,43 +169,145 @@ def build_real_i2v_tests(
     num_frames: int = 16,
     max_side: int = 256,
 ) -> list[Case]:
-    """Cases from the (image, generated video) pairs of `root/manifest.jsonl`.
+    """The first check: cases from the (image, generated video) pairs of one folder's `root/manifest.jsonl`.
 
     For each pair: one "other_image" case per other pair (that pair's video, centre-cropped to this video's aspect
     ratio and resized to its frame size) and one "corruption" case per held-out corruption and severity (the RNG
     of a (seed, pair, corruption) is the same at every severity, so severities differ only in strength).
     `corruptions` and `sources` restrict to those names and pair ids (all by default). Media are loaded once, with
-    `num_frames` frames and the longer side at most `max_side`.
+    `num_frames` frames and the longer side at most `max_side`. `build_real_i2v_check` is the check over several
+    folders, split by image, with the structural family.
     """
-    from icreward.manifest import load_manifest
-    from icreward.media import load_image, load_video
-    from icreward.metrics.base import crop_to_aspect, resize_to
-
     names = list(HELDOUT_CORRUPTIONS) if corruptions is None else list(corruptions)
-    unknown = sorted(set(names) - set(HELDOUT_CORRUPTIONS))
-    if unknown:
-        raise ValueError(f"unknown corruptions {unknown}; known: {', '.join(HELDOUT_CORRUPTIONS)}")
-    records = load_manifest(Path(root) / "manifest.jsonl").records
-    pairs = {
-        r.id: (load_image(r.image, max_side=max_side), load_video(r.video, num_frames=num_frames, max_side=max_side))
-        for r in records
-        if sources is None or r.id in sources
-    }
+    _check_names(names, HELDOUT_CORRUPTIONS)
+    root = Path(root)
+    pairs = _load_pairs(root, lambda i, _: sources is None or i in sources, num_frames, max_side)
     missing = sorted(set(sources or ()) - set(pairs))
     if missing:
         raise ValueError(f"{root}: no pairs with ids {missing}")
     cases: list[Case] = []
-    for p, (source, (image, video)) in enumerate(pairs.items()):
-        for other_source, (_, other) in pairs.items():
+    for p, (source, pair) in enumerate(pairs.items()):
+        image, video = pair.image, pair.video
+        for other_source, other_pair in pairs.items():
             if other_source != source:
-                other = resize_to(crop_to_aspect(other, *video.shape[-2:]), tuple(video.shape[-2:])).clamp(0, 1)
-                cases.append(Case(f"{source}/other_image/{other_source}", source, image, video, other, "other_image"))
+                other = _fit(other_pair.video, video)
+                case_id = f"{source}/other_image/{other_source}"
+                cases.append(Case(case_id, source, image, video, other, "other_image", folder=root.name))
         for name in names:
             c = list(HELDOUT_CORRUPTIONS).index(name)
             for severity in severities:
                 corrupted = HELDOUT_CORRUPTIONS[name](video, severity, np.random.default_rng([seed, p, c]))
                 case_id = f"{source}/{name}@{severity:g}"
-                cases.append(Case(case_id, source, image, video, corrupted, "corruption", name, severity))
+                cases.append(
+                    Case(case_id, source, image, video, corrupted, "corruption", name, severity, folder=root.name)
+                )
+    return cases
+
+
+def _others(pair: _Pair, pool: dict[str, _Pair], count: int, rng: np.random.Generator) -> list[_Pair]:
+    """`count` videos of other input images from `pool`, one per image: the images of each folder in an order drawn
+    from `rng`, taken in turns from `pair`'s own folder first and then each other folder, so every generator
+    supplies about as many "other" videos whatever its number of videos; each image's video drawn from `rng`."""
+    by_image: dict[str, list[_Pair]] = {}
+    for other in pool.values():
+        if other.image_key != pair.image_key:
+            by_image.setdefault(other.image_key, []).append(other)
+    folders = sorted({p.folder for p in pool.values()}, key=lambda f: (f != pair.folder, f))
+    queues = []
+    for folder in folders:
+        images = sorted(k for k in by_image if by_image[k][0].folder == folder)
+        queues.append([images[j] for j in rng.permutation(len(images))])
+    turns = [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+    return [by_image[k][rng.integers(len(by_image[k]))] for k in turns[:count]]
+
+
+def build_real_i2v_check(
+    roots: Sequence[str | Path],
+    split: Literal["all", "select", "report"] = "all",
+    seed: int = 0,
+    severities: Sequence[float] = (0.5, 1.0),
+    *,
+    families: Sequence[str] = FAMILIES,
+    corruptions: Sequence[str] | None = None,
+    sources: Sequence[str] | None = None,
+    others_per_video: int = 4,
+    num_frames: int = 16,
+    max_side: int = 256,
+) -> list[Case]:
+    """The real-video check over the folders `roots` (each with a `manifest.jsonl` of pairs; pair ids must be
+    unique over them), restricted to one half of `real_i2v_split(roots, seed)` or `"all"` (both halves).
+
+    Each half is closed: its cases use only its own images, as "other" videos and as donors, so `"all"` is exactly
+    the union of the `"select"` and `"report"` cases and choosing on `select` never looks at a `report` image.
+    For each video of the half, by family (`families` keeps some of FAMILIES):
+    - `other_image`: `others_per_video` videos of other input images (never one of the same image), one per image,
+      alternating between the folders (`_others`), so a folder with many videos per image does not dominate;
+    - `heldout`, `structural`: one case per corruption of the family (or of `corruptions`, names from either) and
+      severity; the RNG of a (seed, pair, corruption) is the same at every severity and depends only on names, so a
+      case is the same whatever else is built; a corruption of `DONOR_CORRUPTIONS` takes as donor a video of another
+      image of the half, drawn from that RNG.
+    `sources` restricts to those pair ids (and the other videos and donors to their images' videos). Media are
+    loaded once, with `num_frames` frames and the longer side at most `max_side`; the cases keep their videos as
+    uint8 (`to_uint8`, after the corruption), the image as floats.
+    """
+    if split not in ("all", "select", "report"):
+        raise ValueError(f"split must be 'all', 'select' or 'report', not {split!r}")
+    unknown_families = sorted(set(families) - set(FAMILIES))
+    if unknown_families:
+        raise ValueError(f"unknown families {unknown_families}; known: {', '.join(FAMILIES)}")
+    every = {n: f for f in CORRUPTION_FAMILIES for n in CORRUPTION_FAMILIES[f]}
+    names = [n for n in every if every[n] in families] if corruptions is None else list(corruptions)
+    _check_names(names, {n: CORRUPTION_FAMILIES[every[n]][n] for n in every})
+    halves = real_i2v_split(roots, seed)
+    wanted = ("select", "report") if split == "all" else (split,)
+    pairs: dict[str, _Pair] = {}
+    for root in map(Path, roots):
+        loaded = _load_pairs(
+            root, lambda i, k: halves[k] in wanted and (sources is None or i in sources), num_frames, max_side
+        )
+        clash = sorted(set(loaded) & set(pairs))
+        if clash:
+            raise ValueError(f"{root}: pair ids {clash} also in another folder")
+        pairs |= loaded
+    missing = sorted(set(sources or ()) - set(pairs))
+    if missing:
+        raise ValueError(f"no pairs with ids {missing} in the {split!r} split of {', '.join(map(str, roots))}")
+    cases: list[Case] = []
+    for source, pair in pairs.items():
+        image, video = pair.image, pair.video
+        half = {i: p for i, p in pairs.items() if halves[p.image_key] == halves[pair.image_key]}
+        stored = to_uint8(video)  # (T, 3, h, w) uint8, shared by the cases of this source
+        base = Case("", source, image, stored, stored, "other_image", folder=pair.folder)
+        if "other_image" in families:
+            rng = np.random.default_rng([seed, *_stable_key(source, "other_image")])
+            for other in _others(pair, half, others_per_video, rng):
+                case_id = f"{source}/other_image/{other.id}"
+                cases.append(dataclasses.replace(base, id=case_id, other=to_uint8(_fit(other.video, video))))
+        for name in names:
+            family = every[name]
+            corrupt = CORRUPTION_FAMILIES[family][name]
+            rng_key = [seed, *_stable_key(source, name)]
+            extra = {}
+            if name in DONOR_CORRUPTIONS:
+                donors = [p for p in half.values() if p.image_key != pair.image_key]
+                if not donors:
+                    raise ValueError(f"{name} needs a video of another image; the {split!r} split of {source} has none")
+                donor_rng = np.random.default_rng([seed, *_stable_key(source, name, "donor")])
+                extra["donor"] = _fit(donors[donor_rng.integers(len(donors))].video, video)
+            for severity in severities:
+                corrupted = to_uint8(corrupt(video, severity, np.random.default_rng(rng_key), **extra))
+                case_id = f"{source}/{name}@{severity:g}"
+                cases.append(
+                    dataclasses.replace(
+                        base,
+                        id=case_id,
+                        other=corrupted,
+                        kind="corruption",
+                        corruption=name,
+                        severity=severity,
+                        family=family,
+                    )
+                )
     return cases
 
 
@@ -335,13 +318,15 @@ def _accuracy(rows: list[dict]) -> float | None:
 def evaluate_real_i2v(scorer: Scorer, cases: Sequence[Case], batch_size: int = 8, tie_tolerance: float = 1e-5) -> dict:
     """How often `scorer` rewards each case's preferred video above the other one.
 
-    Returns `{"n_cases", "accuracy", "accuracy_other_image", "accuracy_corruption", "per_corruption": {name: acc},
-    "mean_margin", "rows"}`. A case scores 1 when reward(preferred) > reward(other), 0.5 on a tie and 0
-    otherwise; accuracies are means of that over the cases (None where there are none), and the margin is
-    reward(preferred) - reward(other). Rewards within `tie_tolerance` of each other, relative to the larger
-    magnitude, tie: float32 rounding (e.g. a metric blind to frame order scoring a shuffled video, one ulp apart)
-    is a tie, not a coin flip. `rows` holds one dict per case. Each distinct (image, video) tensor pair, by
-    identity, is scored once (with `scorer` put in eval mode); pairs of equal shapes share batches of up to
+    Returns `{"n_cases", "accuracy", "accuracy_other_image", "accuracy_corruption", "accuracy_heldout",
+    "accuracy_structural", "per_family": {family: acc}, "per_folder": {folder: acc}, "per_corruption": {name: acc},
+    "mean_margin", "rows"}`. A case scores 1 when reward(preferred) > reward(other), 0.5 on a tie and 0 otherwise;
+    accuracies are means of that over the cases (None where there are none; `accuracy_corruption` over both
+    corruption families, `per_family` over every family of FAMILIES, `per_corruption` over every corruption present),
+    and the margin is reward(preferred) - reward(other). Rewards within `tie_tolerance` of each other, relative to
+    the larger magnitude, tie: float32 rounding (e.g. a metric blind to frame order scoring a shuffled video, one
+    ulp apart) is a tie, not a coin flip. `rows` holds one dict per case. Each distinct (image, video) tensor pair,
+    by identity, is scored once (with `scorer` put in eval mode); pairs of equal shapes share batches of up to
     `batch_size`.
     """
     scorer.eval()
@@ -353,7 +338,7 @@ def evaluate_real_i2v(scorer: Scorer, cases: Sequence[Case], batch_size: int = 8
             if key not in index:
                 index[key] = len(pairs)
                 pairs.append((case.image, video))
-    scored = score_tensors(scorer, [p[0] for p in pairs], [p[1] for p in pairs], batch_size=batch_size)
+    scored = score_tensors(scorer, [p[0] for p in pairs], _AsFloats([p[1] for p in pairs]), batch_size=batch_size)
     rewards = [math.nan if r is None else r for r in scored]  # a reward that is not finite earns no credit
     rows = []
     for case in cases:
@@ -361,16 +346,22 @@ def evaluate_real_i2v(scorer: Scorer, cases: Sequence[Case], batch_size: int = 8
         tie = abs(good - bad) <= tie_tolerance * max(abs(good), abs(bad))
         credit = 0.5 if tie else 1.0 if good > bad else 0.0
         rows.append(
-            {"id": case.id, "source": case.source, "kind": case.kind, "corruption": case.corruption}
-            | {"severity": case.severity, "reward_preferred": good, "reward_other": bad}
-            | {"margin": good - bad, "credit": credit}
+            {"id": case.id, "source": case.source, "folder": case.folder, "kind": case.kind, "family": case.family}
+            | {"corruption": case.corruption, "severity": case.severity}
+            | {"reward_preferred": good, "reward_other": bad, "margin": good - bad, "credit": credit}
         )
     corruptions = list(dict.fromkeys(r["corruption"] for r in rows if r["corruption"] is not None))
+    folders = list(dict.fromkeys(r["folder"] for r in rows if r["folder"] is not None))
+    per_family = {f: _accuracy([r for r in rows if r["family"] == f]) for f in FAMILIES}
     return {
         "n_cases": len(rows),
         "accuracy": _accuracy(rows),
         "accuracy_other_image": _accuracy([r for r in rows if r["kind"] == "other_image"]),
         "accuracy_corruption": _accuracy([r for r in rows if r["kind"] == "corruption"]),
+        "accuracy_heldout": per_family["heldout"],
+        "accuracy_structural": per_family["structural"],
+        "per_family": per_family,
+        "per_folder": {f: _accuracy([r for r in rows if r["folder"] == f]) for f in folders},
         "per_corruption": {c: _accuracy([r for r in rows if r["corruption"] == c]) for c in corruptions},
         "mean_margin": float(np.mean([r["margin"] for r in rows])) if rows else None,
         "rows": rows,
