@@ -385,8 +385,8 @@ def test_an_evidence_only_model_computes_no_attention_path():
     image, video = torch.rand(2, 3, 64, 64), torch.rand(2, 4, 3, 64, 64)
     with torch.no_grad():
         tokens = full.encode(image, video)
-        part = full.attention_part(*tokens)[0]
-        pruned = full.without_attention_head(offset=float(part.mean()))
+        part = full.head_part(*tokens)[0]
+        pruned = full.without_head(offset=float(part.mean()))
         assert pruned.config.head == "none" and not hasattr(pruned, "ic_head") and not hasattr(pruned, "blocks")
         assert sum(p.numel() for p in pruned.parameters()) == full.evidence.weight.numel()
         # rewards move only by the head part's deviation from its mean, over score_std

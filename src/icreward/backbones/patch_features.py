@@ -3,7 +3,9 @@
 No pretrained vision encoder can be had offline, and a randomly initialised ViT gives features a small data set
 cannot teach much. This encoder has no parameters and describes each patch by what consistency judgements look
 at: its colour (mean and spread per channel), its edges (a magnitude-weighted histogram of gradient orientations)
-and its texture energy. It returns the same named tokens as every backbone, so the learned heads on top of it are
+and its texture energy; with `structure: s`, also the layout of light and dark inside the patch (its grey levels
+on an s x s grid, centred and normalised), which the statistics pool away: a different object of the same colours
+and textures changes it. It returns the same named tokens as every backbone, so the learned heads on top of it are
 the same code that runs on DINOv2 for users with hub access.
 """
 
@@ -19,23 +21,30 @@ from torch import nn
 from icreward.backbones.registry import Backbone, register_backbone
 from icreward.transforms import PreprocessConfig
 
+LAYOUT_FLOOR = 0.02  # grey-level spread per layout cell below which a patch counts as flat
+
 
 @dataclass
 class PatchFeaturesConfig:
     image_size: int = 64  # input side after preprocessing (square)
     patch_size: int = 8  # side of a patch; image_size must be a multiple
     orientations: int = 8  # bins of the gradient-orientation histogram (over 0..pi, unsigned)
+    structure: int = 0  # side of the per-patch grey layout grid (0: none); must divide patch_size
 
 
 class PatchFeatures(Backbone):
-    """Per-patch `[mean RGB, std RGB, orientation histogram, gradient energy]`; cls = the same over the image."""
+    """Per-patch `[mean RGB, std RGB, orientation histogram, gradient energy, (grey layout)]`; cls = the same over
+    the image."""
 
     def __init__(self, config: PatchFeaturesConfig):
         super().__init__()
         if config.image_size % config.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
+        if config.structure < 0 or (config.structure and config.patch_size % config.structure):
+            raise ValueError(f"structure must be 0 or divide patch_size {config.patch_size}, got {config.structure}")
         self.config = config
-        self.dim = self.patch_dim = 3 + 3 + config.orientations + 1
+        layout = config.structure**2
+        self.dim = self.patch_dim = 3 + 3 + config.orientations + 1 + layout
         # Channel groups of a token, each compared as a whole by the consistency evidence (icreward.models.evidence).
         o = config.orientations
         self.token_groups = [
@@ -44,6 +53,8 @@ class PatchFeatures(Backbone):
             ("edges", 6, 6 + o, "l2"),
             ("energy", 6 + o, 7 + o, "l2"),
         ]
+        if layout:
+            self.token_groups = [*self.token_groups, ("structure", 7 + o, 7 + o + layout, "l2")]
         # Pixels stay in [0, 1]: the statistics are read on the raw colours, so no mean/std normalisation.
         self.preprocess_config = PreprocessConfig(
             resize=config.image_size, crop=config.image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
@@ -68,12 +79,24 @@ class PatchFeatures(Backbone):
         std = (pool(x.square(), p) - mean.square()).clamp_min(1e-6).sqrt()  # (B, 3, H/p, W/p)
         hist = pool(votes, p)  # (B, O, H/p, W/p)
         energy = pool(magnitude, p)  # (B, 1, H/p, W/p)
-        grid = torch.cat([mean, std, hist, energy], 1)  # (B, D, H/p, W/p)
+        parts = [mean, std, hist, energy]
+        whole = [x.mean((2, 3)), x.std((2, 3)), votes.mean((2, 3)), magnitude.mean((2, 3))]  # (B, 3), (B, 3), ...
+        if self.config.structure:
+            s = self.config.structure
+            parts.append(self._layout(pool(grey, p // s), s))  # (B, s*s, H/p, W/p)
+            whole.append(self._layout(F.adaptive_avg_pool2d(grey, s), s).flatten(1))  # (B, s*s): the frame's layout
+        grid = torch.cat(parts, 1)  # (B, D, H/p, W/p)
         patch = grid.flatten(2).transpose(1, 2)  # (B, N, D)
-        whole_mean = x.mean((2, 3))  # (B, 3)
-        whole_std = x.std((2, 3))  # (B, 3)
-        cls = torch.cat([whole_mean, whole_std, votes.mean((2, 3)), magnitude.mean((2, 3))], 1)  # (B, D)
-        return {"cls": cls, "patch": patch}
+        return {"cls": torch.cat(whole, 1), "patch": patch}  # cls: the same statistics over the whole image
+
+    @staticmethod
+    def _layout(cells: torch.Tensor, s: int) -> torch.Tensor:
+        """Grey levels `(B, 1, h*s, w*s)` on an s x s grid per patch -> `(B, s*s, h, w)`: each patch's grid minus its
+        mean, over its norm plus `LAYOUT_FLOOR` (so a flat patch reads as no layout, not as amplified noise)."""
+        b, _, hs, ws = cells.shape
+        grid = cells.view(b, hs // s, s, ws // s, s).permute(0, 2, 4, 1, 3).reshape(b, s * s, hs // s, ws // s)
+        grid = grid - grid.mean(1, keepdim=True)
+        return grid / (grid.square().sum(1, keepdim=True).sqrt() + LAYOUT_FLOOR * s)
 
     def blocks(self) -> list[nn.Module]:
         return []
@@ -81,5 +104,6 @@ class PatchFeatures(Backbone):
 
 @register_backbone("patch-features")
 def patch_features(**kwargs) -> PatchFeatures:
-    """Weight-free per-patch colour, edge and texture statistics (64x64 input, 8x8 patches, 15-d tokens)."""
+    """Weight-free per-patch colour, edge and texture statistics (64x64 input, 8x8 patches, 15-d tokens; with
+    `structure=s`, s*s more channels of grey-level layout)."""
     return PatchFeatures(PatchFeaturesConfig(**kwargs))

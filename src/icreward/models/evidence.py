@@ -15,12 +15,18 @@ Measures, per group and frame (`d` the group's distance: Euclidean, or cosine fo
   - `global`: d(frame cls, image cls): the look of the whole frame;
   - `pattern`: 1 - correlation of the frame's and the image's patch maps (each centred over its patches): the
     layout, blind to a global shift or scaling of the channels (exposure, contrast);
+  - `local`: mean over frame patches of the distance to the nearest image patch within `LOCAL_RADIUS` patches of
+    its place (the patch grid must be square): the layout again, but tolerant of motion up to that radius, so a
+    camera move or a moving subject costs little while content moved further or replaced is caught (`position`
+    pays for any motion, `match` for none);
+  - `local_recall`: the same from each image patch to the frames: image content gone from its neighbourhood;
   - `jitter`: how much of the change between frames turns back: d(frame t, mean of frames t-1 and t+1) over the
     mean of d(frame t, frame t-1) and d(frame t, frame t+1), each averaged over patches. Near 0 for motion that
     keeps its course, near 1 for flicker and broken frame order. Measured on 8 frames spread evenly over the video
     whatever T, and relative to the step between frames, so that it reads the same at any frame count (a raw second
     difference halves with twice the frames).
-Each is aggregated over frames by its mean and its maximum (drift that grows late in the video).
+Each is aggregated over frames by its mean and its maximum (drift that grows late in the video). A model picks its
+measures (`MEASURES`, the default, is the set of wave-1 checkpoints; `ALL_MEASURES` adds the local ones).
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from torch import nn
 
 from icreward.backbones import TokenGroup
 
-MEASURES = ("position", "match", "recall", "global", "pattern", "jitter")
+MEASURES = ("position", "match", "recall", "global", "pattern", "jitter")  # the default set
+ALL_MEASURES = (*MEASURES, "local", "local_recall")
+LOCAL_RADIUS = 2  # patches (each way, Chebyshev) a patch may move and still match its place under `local`
 AGGREGATES = ("mean", "max")
 EPS = 1e-3  # added to every distance before the log: distances below it all read as "identical"
 JITTER_EPS = 1e-2  # added to the frame step the jitter is relative to: steps well below it read as a still video
@@ -56,13 +64,24 @@ def _rowwise(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
     return ((a - b).square().mean(-1) + 1e-12).sqrt()
 
 
-def evidence_names(groups: Sequence[TokenGroup]) -> list[str]:
+def check_measures(measures: Sequence[str]) -> tuple[str, ...]:
+    """`measures` as a tuple, or ValueError naming an unknown or repeated one."""
+    unknown = [m for m in measures if m not in ALL_MEASURES]
+    if unknown or len(set(measures)) != len(measures) or not measures:
+        raise ValueError(f"evidence measures must be distinct names from {', '.join(ALL_MEASURES)}, got {measures}")
+    return tuple(measures)
+
+
+def evidence_names(groups: Sequence[TokenGroup], measures: Sequence[str] = MEASURES) -> list[str]:
     """Names of the features `consistency_evidence` returns, in order: `<group>/<measure>/<aggregate>`."""
-    return [f"{g[0]}/{m}/{a}" for g in groups for m in MEASURES for a in AGGREGATES]
+    return [f"{g[0]}/{m}/{a}" for g in groups for m in measures for a in AGGREGATES]
 
 
 def consistency_evidence(
-    img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.Tensor], groups: Sequence[TokenGroup]
+    img_tokens: dict[str, torch.Tensor],
+    vid_tokens: dict[str, torch.Tensor],
+    groups: Sequence[TokenGroup],
+    measures: Sequence[str] = MEASURES,
 ) -> torch.Tensor:
     """`log(EPS + distance)` features `[B, K]`, K = groups x measures x aggregates (names: `evidence_names`).
 
@@ -70,38 +89,91 @@ def consistency_evidence(
     With fewer than 3 frames the jitter is 0 (no frame has two neighbours).
     """
     with torch.autocast(vid_tokens["patch"].device.type, enabled=False):  # distances need float32
-        return _evidence(img_tokens, vid_tokens, groups)
+        return _evidence(img_tokens, vid_tokens, groups, check_measures(measures))
 
 
-def _evidence(img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.Tensor], groups) -> torch.Tensor:
+def neighbourhood(n: int, radius: int, device: torch.device | None = None) -> torch.Tensor:
+    """`[N, N]` bool: patches of a square grid of `n` patches within `radius` of each other (Chebyshev)."""
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"local evidence needs a square patch grid, got {n} patches")
+    rows, cols = torch.arange(n, device=device) // side, torch.arange(n, device=device) % side
+    return ((rows[:, None] - rows).abs() <= radius) & ((cols[:, None] - cols).abs() <= radius)
+
+
+MAP_MEASURES = ("position", "local", "match")  # the per-patch measures of the evidence maps
+
+
+def evidence_maps(
+    img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.Tensor], groups: Sequence[TokenGroup]
+) -> torch.Tensor:
+    """Per-patch `log(EPS + distance)` maps `[B, T, N, G * 3]`: for each frame patch and token group (group-major),
+    its distance to the image patch at its place (`position`), to the nearest image patch within `LOCAL_RADIUS`
+    (`local`) and to the nearest image patch anywhere (`match`). Where in which frame the video departs from its
+    image; the patch grid must be square. Differentiable; computed in float32."""
+    return evidence_and_maps(img_tokens, vid_tokens, groups, ())[1]
+
+
+def evidence_and_maps(
+    img_tokens: dict[str, torch.Tensor],
+    vid_tokens: dict[str, torch.Tensor],
+    groups: Sequence[TokenGroup],
+    measures: Sequence[str] = MEASURES,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(consistency_evidence [B, K], evidence_maps [B, T, N, G*3])` from one pass over the patch distances."""
+    with torch.autocast(vid_tokens["patch"].device.type, enabled=False):
+        return _evidence(img_tokens, vid_tokens, groups, tuple(measures) and check_measures(measures), maps=True)
+
+
+def _evidence(
+    img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.Tensor], groups, measures, maps: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     img_patch, vid_patch = img_tokens["patch"].float(), vid_tokens["patch"].float()  # (B, N, D), (B, T, N, D)
     img_cls, vid_cls = img_tokens["cls"].float(), vid_tokens["cls"].float()  # (B, D), (B, T, D)
     b, t, n, _ = vid_patch.shape
     cls_dim = img_cls.shape[-1] == img_patch.shape[-1]  # cls shares the patch channels (not CLIP's projection)
-    features = []
+    local = maps or bool({"local", "local_recall"} & set(measures))
+    far = ~neighbourhood(n, LOCAL_RADIUS, vid_patch.device) if local else None  # (N, N)
+    features, patch_maps = [], []
     for _, start, end, kind in groups:
         ip, vp = img_patch[..., start:end], vid_patch[..., start:end]  # (B, N, g), (B, T, N, g)
         pair = _pairwise(vp.reshape(b, t * n, -1), ip, kind).view(b, t, n, -1)  # (B, T, N, N_img)
-        position = _rowwise(vp, ip[:, None], kind).mean(-1)  # (B, T)
-        match = pair.amin(-1).mean(-1)  # (B, T): each frame patch to its nearest image patch
-        recall = pair.amin(-2).mean(-1)  # (B, T): each image patch to its nearest patch of the frame
+        position, nearest = _rowwise(vp, ip[:, None], kind), pair.amin(-1)  # (B, T, N) each
+        found = {}  # measure -> (B, T')
+        found["position"] = position.mean(-1)  # (B, T)
+        found["match"] = nearest.mean(-1)  # (B, T): each frame patch to its nearest image patch
+        found["recall"] = pair.amin(-2).mean(-1)  # (B, T): each image patch to its nearest patch of the frame
+        if far is not None:
+            near = pair.masked_fill(far, float("inf"))  # (B, T, N, N_img): only pairs within LOCAL_RADIUS
+            local_map = near.amin(-1)  # (B, T, N)
+            found["local"], found["local_recall"] = local_map.mean(-1), near.amin(-2).mean(-1)  # (B, T) each
+            patch_maps += [position, local_map, nearest]
         ic, vc = (img_cls[..., start:end], vid_cls[..., start:end]) if cls_dim else (ip.mean(1), vp.mean(2))
-        whole = _rowwise(vc, ic[:, None], kind)  # (B, T)
+        found["global"] = _rowwise(vc, ic[:, None], kind)  # (B, T)
         ic_map = F.normalize((ip - ip.mean(1, keepdim=True)).flatten(1), dim=-1)  # (B, N*g)
         vc_map = F.normalize((vp - vp.mean(2, keepdim=True)).flatten(2), dim=-1)  # (B, T, N*g)
-        pattern = 1 - (vc_map * ic_map[:, None]).sum(-1)  # (B, T)
-        if t >= 3:
-            # On JITTER_FRAMES frames spread over the video (all where T is smaller), whatever T: how jerky motion
-            # looks depends on the sampling interval, so a fixed interval keeps the measure the same at any T.
-            vj = vp[:, torch.linspace(0, t - 1, min(t, JITTER_FRAMES)).round().long()]  # (B, T', N, g)
-            turn = _rowwise(vj[:, 1:-1], (vj[:, :-2] + vj[:, 2:]) / 2, kind).mean(-1)  # (B, T'-2)
-            step = _rowwise(vj[:, 1:], vj[:, :-1], kind).mean(-1)  # (B, T'-1)
-            jitter = turn / ((step[:, 1:] + step[:, :-1]) / 2 + JITTER_EPS)  # (B, T'-2)
-        else:
-            jitter = vp.new_zeros(b, 1)
-        for measure in (position, match, recall, whole, pattern, jitter):
-            features += [measure.mean(1), measure.amax(1)]
-    return torch.log(EPS + torch.stack(features, dim=-1).clamp_min(0))  # (B, K)
+        found["pattern"] = 1 - (vc_map * ic_map[:, None]).sum(-1)  # (B, T)
+        if "jitter" in measures:
+            found["jitter"] = _jitter(vp, kind)
+        for measure in measures:
+            features += [found[measure].mean(1), found[measure].amax(1)]
+    evidence = torch.log(EPS + torch.stack(features, dim=-1).clamp_min(0)) if features else vid_patch.new_zeros(b, 0)
+    if not maps:
+        return evidence  # (B, K)
+    return evidence, torch.log(EPS + torch.stack(patch_maps, dim=-1).clamp_min(0))  # (B, K), (B, T, N, G*3)
+
+
+def _jitter(vp: torch.Tensor, kind: str) -> torch.Tensor:
+    """How much of the change between frames turns back, `(B, T')` (see the module docstring); 0 below 3 frames."""
+    b, t = vp.shape[:2]
+    if t < 3:
+        return vp.new_zeros(b, 1)  # no frame has two neighbours
+    # On JITTER_FRAMES frames spread over the video (all where T is smaller), whatever T: how jerky motion looks
+    # depends on the sampling interval, so a fixed interval keeps the measure the same at any T.
+    vj = vp[:, torch.linspace(0, t - 1, min(t, JITTER_FRAMES)).round().long()]  # (B, T', N, g)
+    turn = _rowwise(vj[:, 1:-1], (vj[:, :-2] + vj[:, 2:]) / 2, kind).mean(-1)  # (B, T'-2)
+    step = _rowwise(vj[:, 1:], vj[:, :-1], kind).mean(-1)  # (B, T'-1)
+    return turn / ((step[:, 1:] + step[:, :-1]) / 2 + JITTER_EPS)  # (B, T'-2)
 
 
 class EvidenceReadout(nn.Module):
@@ -116,13 +188,16 @@ class EvidenceReadout(nn.Module):
 
     lr_scale = 20.0
 
-    def __init__(self, groups: Sequence[TokenGroup], init: float = 0.1, floor: float = 0.05):
+    def __init__(
+        self, groups: Sequence[TokenGroup], init: float = 0.1, floor: float = 0.05, measures: Sequence[str] = MEASURES
+    ):
         super().__init__()
         if not 0 <= floor < init:
             raise ValueError(f"need 0 <= floor < init, got floor {floor}, init {init}")
         self.groups = [tuple(g) for g in groups]
+        self.measures = check_measures(measures)
         self.floor = floor
-        k = len(evidence_names(self.groups))
+        k = len(evidence_names(self.groups, self.measures))
         self.weight = nn.Parameter(torch.full((k,), math.log(math.expm1(init - floor))))
 
     def effective_weight(self) -> torch.Tensor:
@@ -131,9 +206,13 @@ class EvidenceReadout(nn.Module):
 
     def forward(self, img_tokens: dict[str, torch.Tensor], vid_tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Reward contribution `[B]`."""
-        evidence = consistency_evidence(img_tokens, vid_tokens, self.groups)  # (B, K)
+        return self.readout(consistency_evidence(img_tokens, vid_tokens, self.groups, self.measures))
+
+    def readout(self, evidence: torch.Tensor) -> torch.Tensor:
+        """Reward contribution `[B]` of evidence features `[B, K]` (`consistency_evidence` with these groups and
+        measures)."""
         return -(evidence * self.effective_weight()).sum(-1)
 
     def weights(self) -> dict[str, float]:
         """The effective weight of each evidence feature, by name."""
-        return dict(zip(evidence_names(self.groups), self.effective_weight().tolist(), strict=True))
+        return dict(zip(evidence_names(self.groups, self.measures), self.effective_weight().tolist(), strict=True))

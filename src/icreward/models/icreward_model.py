@@ -8,6 +8,13 @@ a type embedding and their relative time in the video, then pass `depth` fusion 
 The IC head's learned queries then attend over the fused tokens of all frames, and an MLP reads the reward out.
 Attention maps (fusion and IC head) come back on request, to show where in which frame a video departs from its image.
 
+With `head: map`, the IC head reads the evidence maps instead (`icreward.models.evidence.evidence_maps`): for every
+patch of every frame, its distances to the image patch at its place, to the nearest image patch nearby and to the
+nearest anywhere, per token group. That is the frame -> image matching done explicitly; a small MLP embeds each
+patch's distances and the IC head's learned queries attend over all frames' patches, so it can weigh a change by
+where it is, how concentrated it is and how many frames show it, which the read-out's means and maxima cannot. The
+maps are the same at any frame count, and the head's attention says where in which frame it looked.
+
 With `head: none`, the model is the evidence read-out alone: none of the attention path is built or computed.
 
 With `evidence`, the reward also has a monotone part (`icreward.models.evidence`): parameter-free distances between
@@ -27,9 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from icreward.models.base import RewardModel, RewardModelConfig, Tokens, check_bool, check_float, check_int
-from icreward.models.evidence import EvidenceReadout
+from icreward.models.evidence import EPS, MEASURES, EvidenceReadout, check_measures, evidence_and_maps, evidence_maps
 
-HEADS = ("attention", "none")
+HEADS = ("attention", "map", "none")
+MAP_SCALE = 4.0  # evidence-map values (log distances above the floor) are divided by it before the map head
 TIME_FREQUENCIES = 8  # Fourier frequencies (pi, 2pi, ...) of the relative frame time
 # Options of earlier versions that every recipe left at one value, now fixed: a checkpoint that records them loads
 # when it holds that value.
@@ -38,7 +46,8 @@ FIXED_OPTIONS = {"use_cls": True, "match_features": True, "pool_readout": True, 
 
 @dataclass
 class ICRewardConfig(RewardModelConfig):
-    head: str = "attention"  # "attention": fusion blocks + IC head; "none": evidence read-out alone (needs evidence)
+    head: str = "attention"  # "attention": fusion blocks + IC head; "map": IC head over the evidence maps (needs
+    #                           evidence); "none": evidence read-out alone (needs evidence)
     d_model: int = 128  # width of the fusion, temporal and head layers (backbone tokens are projected to it)
     heads: int = 4  # attention heads of every attention layer; d_model must be a multiple
     depth: int = 2  # fusion blocks, each: frame->image cross-attention + matching MLP, then temporal attention
@@ -46,10 +55,12 @@ class ICRewardConfig(RewardModelConfig):
     head_queries: int = 4  # learned query tokens of the IC head
     dropout: float = 0.0  # dropout inside every MLP
     evidence: bool = False  # add the monotone consistency-evidence branch (icreward.models.evidence) to the reward
+    evidence_measures: list[str] | None = None  # its measures (None: evidence.MEASURES, the wave-1 set)
     head_bound: float | None = None  # with evidence: the IC head's part of the reward is bound * tanh(head / bound),
     #                                  so it reorders close calls but cannot overrule large distances
-    head_reference: bool = False  # the head's part is measured against its output on a still copy of the image, so a
-    #                               constant offset (which pairwise losses never see) cannot saturate the bound
+    head_reference: bool = False  # the attention head's part is measured against its output on a still copy of the
+    #                               image, so a constant offset (which pairwise losses never see) cannot saturate the
+    #                               bound (head 'map' always is)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,9 +76,17 @@ class ICRewardConfig(RewardModelConfig):
         check_float(self, "dropout", minimum=0, below=1)
         check_bool(self, "evidence")
         check_bool(self, "head_reference")
+        if self.evidence_measures is not None:
+            if not isinstance(self.evidence_measures, list | tuple):
+                raise ValueError(f"evidence_measures: must be a list of names, got {self.evidence_measures!r}")
+            self.evidence_measures = list(check_measures(self.evidence_measures))
         check_float(self, "head_bound", above=0, optional=True)  # for no head at all, set head: none
-        if self.head == "none" and not self.evidence:
-            raise ValueError("head 'none' needs evidence: true (the evidence read-out is then the whole reward)")
+        if self.head in ("none", "map") and not self.evidence:
+            raise ValueError(f"head {self.head!r} needs evidence: true (it reads the evidence distances)")
+        if self.head == "map" and self.head_reference:
+            raise ValueError(
+                "head_reference is for head 'attention'; head 'map' is always measured against a still copy"
+            )
         if self.head == "none" and (self.head_bound is not None or self.head_reference):
             raise ValueError("head_bound and head_reference shape the attention head; head 'none' has none")
 
@@ -255,6 +274,13 @@ class ICRewardModel(RewardModel):
 
     def __init__(self, config: ICRewardConfig):
         super().__init__(config)
+        if config.head == "map":
+            channels = 3 * len(self.backbone.token_groups)  # evidence.MAP_MEASURES per token group
+            d = config.d_model
+            # No LayerNorm on the distances: it would drop how far a patch is from the image and blow the rounding
+            # noise of a still patch up to unit scale. The maps are shifted so a distance of 0 reads 0 instead.
+            self.map_tokens = nn.Sequential(nn.Linear(channels, d), nn.GELU(), nn.Linear(d, d))
+            self.ic_head = ICHead(config)
         if config.head == "attention":
             d = config.d_model
             # cls and patch tokens get their own projections: their widths differ in some backbones (CLIP's projected
@@ -267,7 +293,9 @@ class ICRewardModel(RewardModel):
             self.match_embed = nn.Linear(2, d)
             self.blocks = nn.ModuleList([FusionBlock(config) for _ in range(config.depth)])
             self.ic_head = ICHead(config)
-        self.evidence = EvidenceReadout(self.backbone.token_groups) if config.evidence else None
+        self.evidence = None
+        if config.evidence:
+            self.evidence = EvidenceReadout(self.backbone.token_groups, measures=config.evidence_measures or MEASURES)
 
     def _tokens(self, tokens: Tokens) -> torch.Tensor:
         """Projected patch tokens with the cls token first: `[..., N', d]`, N' = N + 1."""
@@ -289,32 +317,60 @@ class ICRewardModel(RewardModel):
             if return_attention:
                 raise ValueError("this IC-Reward model has no attention head (head: none): no attention maps")
             return self.evidence(img_tokens, vid_tokens)
-        reward, maps = self.attention_part(img_tokens, vid_tokens, return_attention)
-        if self.evidence is not None:
-            reward = reward + self.evidence(img_tokens, vid_tokens)
+        if self.config.head == "map":
+            evidence, evidence_maps = evidence_and_maps(
+                img_tokens, vid_tokens, self.evidence.groups, self.evidence.measures
+            )
+            part, maps = self._bounded(*self._map_head(evidence_maps, return_attention))
+            reward = self.evidence.readout(evidence) + part
+        else:
+            reward, maps = self.head_part(img_tokens, vid_tokens, return_attention)
+            if self.evidence is not None:
+                reward = reward + self.evidence(img_tokens, vid_tokens)
         if return_attention:
             return reward, maps
         return reward
 
-    def attention_part(
+    def head_part(
         self, img_tokens: Tokens, vid_tokens: Tokens, return_attention: bool = False
     ) -> tuple[torch.Tensor, dict | None]:
-        """What the attention head adds to the raw reward, `[B]` (after `head_reference` and `head_bound`), with its
-        attention maps when asked (else None)."""
+        """What the head (attention or map) adds to the raw reward, `[B]` (after `head_reference` and `head_bound`),
+        with its attention maps when asked (else None)."""
+        if self.config.head == "map":
+            maps = evidence_maps(img_tokens, vid_tokens, self.evidence.groups)
+            return self._bounded(*self._map_head(maps, return_attention))
+        if self.config.head != "attention":
+            raise ValueError("this IC-Reward model has no head (head: none)")
         reward, maps = self._attention_head(img_tokens, vid_tokens, return_attention)
         if self.config.head_reference:
             still = {k: v[:, None].expand(-1, 2, *v.shape[1:]) for k, v in img_tokens.items()}  # the image, 2 frames
             reward = reward - self._attention_head(img_tokens, still, False)[0]
+        return self._bounded(reward, maps)
+
+    def _bounded(self, reward: torch.Tensor, maps: dict | None) -> tuple[torch.Tensor, dict | None]:
         if self.config.head_bound is not None:
             reward = self.config.head_bound * torch.tanh(reward / self.config.head_bound)
         return reward, maps
 
-    def without_attention_head(self, offset: float) -> ICRewardModel:
-        """An evidence-only copy (`head: none`) for a model whose attention head adds about the constant `offset`
-        to every raw reward: the offset moves into `score_mean`, so rewards change by what the head's output
-        deviated from it, over `score_std`. The copy computes none of the attention path."""
-        if self.evidence is None or self.config.head != "attention":
-            raise ValueError("only an IC-Reward model with an attention head and the evidence branch can drop its head")
+    def _map_head(self, evidence_maps: torch.Tensor, return_attention: bool) -> tuple[torch.Tensor, dict | None]:
+        """The map head on `evidence_maps [B, T, N, C]` -> (raw part `[B]`, `{"head": [B, Q, T*N]}` or None)."""
+        dtype = self.map_tokens[0].weight.dtype
+        shifted = (evidence_maps.flatten(1, 2) - math.log(EPS)) / MAP_SCALE  # (B, T*N, C): 0 where identical
+        tokens = self.map_tokens(shifted.to(dtype))  # (B, T*N, d)
+        reward, weights = self.ic_head(tokens, return_attention)
+        # Measured against a still copy of the image (every distance 0): pairwise losses never see a constant offset,
+        # so without the reference it could drift until head_bound saturates. All the still video's tokens are the
+        # same, so one stands for them all.
+        still = self.map_tokens(evidence_maps.new_zeros(1, 1, evidence_maps.shape[-1]).to(dtype))
+        reward = reward - self.ic_head(still)[0]
+        return reward, {"fusion": (), "head": weights} if return_attention else None
+
+    def without_head(self, offset: float) -> ICRewardModel:
+        """An evidence-only copy (`head: none`) for a model whose head adds about the constant `offset` to every raw
+        reward: the offset moves into `score_mean`, so rewards change by what the head's output deviated from it,
+        over `score_std`. The copy computes none of the head."""
+        if self.evidence is None or self.config.head == "none":
+            raise ValueError("only an IC-Reward model with a head and the evidence branch can drop its head")
         config = copy.deepcopy(self.config)
         config.head, config.head_bound, config.head_reference = "none", None, False
         config.score_mean = self.config.score_mean - offset
@@ -354,7 +410,9 @@ def attention_heatmaps(
     """
     _, attention = model(image, video, return_attention=True)
     b, t = video.shape[:2]
-    maps = attention["head"].mean(1).view(b, t, -1)[..., 1:]  # (B, Q, T*N') -> (B, T, N'), cls dropped: (B, T, N)
+    maps = attention["head"].mean(1).view(b, t, -1)  # (B, Q, T*N') -> (B, T, N')
+    if model.config.head == "attention":
+        maps = maps[..., 1:]  # cls dropped: (B, T, N)
     side = math.isqrt(maps.shape[-1])
     if side * side != maps.shape[-1]:
         raise ValueError(f"cannot lay {maps.shape[-1]} patch tokens out on a square grid")
