@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CPU build of PyTorch unless one is already installed (a GPU user brings their own torch).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint venv clean default-model browser
+.PHONY: demo test lint venv clean default-model browser real-imagery
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ demo: venv
 # cores) into src/icreward/default_model, with its card.json. Data and run files go to build/default-model.
 default-model: venv
 	$(PY) -m icreward_recipes.default_model --work build/default-model --out src/icreward/default_model \
-		--real-i2v ../shared/real-i2v
+		--real-i2v ../shared/real-i2v ../shared/real-i2v-pia --yardstick benchmarks/fixtures/icbench-synth-wave1
 
 # Debian's headless Chromium for the browser tests (the report page, the service's /docs); installed where we are
 # root, otherwise those tests skip with their reason.
@@ -36,7 +36,16 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "no chromium: the browser tests will be skipped"
 
-test: venv browser
+# Real photographs, video clips and emoji sprites from Debian packages (synth --real-share, the default model's recipe);
+# installed where we are root, otherwise the tests that need them are skipped with their reason.
+real-imagery:
+	@[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && [ -d /usr/share/doc/opencv-doc/examples/data ] && \
+		[ -d /usr/share/backgrounds/mate/nature ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc fonts-noto-color-emoji mate-backgrounds \
+		>/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc \
+		fonts-noto-color-emoji mate-backgrounds >/dev/null; }; }; } || echo "no real imagery: those tests will be skipped"
+
+test: venv browser real-imagery
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/python -m pytest -q
 

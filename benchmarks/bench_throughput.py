@@ -274,6 +274,9 @@ def log(message: str, start: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default", help="checkpoint folder or any name icreward.load takes")
+    parser.add_argument(
+        "--compare", default=None, help="a second model timed in the same rounds (e.g. an earlier checkpoint folder)"
+    )
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds of every configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each in-memory configuration first")
     parser.add_argument("--batch-size", type=int, default=8, help="videos per batch (tensors and files)")
@@ -302,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     metric = icreward.load(METRIC, backbone=backbone, backbone_kwargs=backbone_kwargs)
     scorers = {"model": model, "metric": metric}
     names = {"model": f"`{args.model}`", "metric": f"`{METRIC}`"}
+    if args.compare:
+        try:
+            scorers["compare"] = icreward.load(args.compare)
+        except IcrewardError as e:
+            print(f"bench_throughput: cannot load --compare {args.compare!r}: {e}", file=sys.stderr)
+            return 2
+        names["compare"] = f"`{args.compare}`"
     frames, b = args.num_frames or model.num_frames, args.batch_size
 
     torch.manual_seed(args.seed)
@@ -364,6 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     if file_times:
         ratios.append(f"{median_ratio(file_times['model'], file_times['metric']):.2f}x from files")
     print(f"\nModel time / metric time per video (median of per-round ratios): {', '.join(ratios)}")
+    if "compare" in scorers:
+        ratios = [
+            f"{median_ratio(tensor_times['model', p], tensor_times['compare', p]):.2f}x from tensors in {p}"
+            for p in PRECISIONS
+            if ("model", p) in tensor_times and ("compare", p) in tensor_times
+        ]
+        if "compare" in file_times:
+            ratios.append(f"{median_ratio(file_times['model'], file_times['compare']):.2f}x from files")
+        print(f"Model time / compared model's time per video (same rounds): {', '.join(ratios)}")
 
     print(f"\nDense matmul rate, GFLOP/s over {args.repeats} rounds (the bound below uses the best)\n")
     rate_rows = [

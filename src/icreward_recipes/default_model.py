@@ -1,17 +1,22 @@
 """The recipe of the shipped default model (`icreward.load("default")`), reproducible from scratch on a CPU.
 
-    python -m icreward_recipes.default_model --work build/default-model --out OUT_DIR [--real-i2v ../shared/real-i2v]
+    python -m icreward_recipes.default_model --work build/default-model --out OUT_DIR \
+        [--real-i2v ../shared/real-i2v ../shared/real-i2v-pia] [--yardstick benchmarks/fixtures/icbench-synth-wave1]
 
 (`make default-model` runs it.) Steps, all seeded:
-  1. `icreward synth` data: `n_sources` procedural scenes, every failure mode, most scenes in the training split;
-  2. every pair of one scene's scored videos as a training pair (`expand_pairs`);
-  3. IC-Reward with the monotone evidence branch on the weight-free `patch-features` encoder, trained with the
-     Bradley-Terry-with-ties loss, early stopping on the validation split;
-  4. evaluation on the recipe's own test split (scenes never trained on) and, where `../shared/real-i2v` (or
-     `--real-i2v`) holds real I2V pairs, on the real-video robustness check of `icreward.evaluation.robustness`;
-  5. an ablation on the validation split: where the model without its attention head (its mean part folded into the
-     score normalisation) ranks the validation pairs at least as well, the head is dropped (`head: none`) and
-     the checkpoint computes only what contributes;
+  1. `icreward synth` data: `n_sources` source images, half procedural scenes and half real imagery (library photos
+     with emoji subjects, real video clips; the Debian packages are installed as root where missing), every
+     failure mode including the identity/structure ones, most sources in the training split;
+  2. every pair of one source's scored videos as a training pair (`expand_pairs`);
+  3. IC-Reward with the monotone evidence branch (all measures, local ones included) and the IC head over the
+     evidence maps (`head: map`) on the weight-free `patch-features` encoder with its grey-layout channels, trained
+     with the Bradley-Terry-with-ties loss, early stopping on the validation split;
+  4. an ablation on the validation split: where the model without its head (its mean part folded into the score
+     normalisation) ranks the validation pairs at least as well, the head is dropped (`head: none`);
+  5. evaluation on the recipe's own test split (sources never trained on), on the fixed wave-1 yardstick
+     (`--yardstick`) and, where `--real-i2v` folders hold real I2V pairs, on the real-video check of
+     `icreward.evaluation.robustness` (its `select` and `report` halves); with a head, each also without it (the
+     head's output replaced by its validation mean);
   6. the checkpoint (config.json, model.safetensors) and `card.json` (recipe, data, results, timings) written
      atomically to `--out`; the scoring frame count is set to `score_frames`. `--out` may be new, empty or an
      earlier checkpoint; a folder holding other files is refused before any work unless `--overwrite` (then only
@@ -26,6 +31,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,20 +39,34 @@ from typing import Any
 
 @dataclass
 class DefaultRecipe:
-    n_sources: int = 600  # procedural source scenes of the synthetic data
+    n_sources: int = 600  # source images of the synthetic data
     synth_seed: int = 1  # not the embedded benchmark's seed 0: its test scenes stay unseen
+    real_share: float = 0.5  # share of sources from real imagery (photos with emoji subjects, real clips)
+    modes: str = "all"  # failure modes drawn: "all" (wave-1 eleven + identity/structure modes) or "wave1"
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test share of scenes
     tie_margin: float = 0.05  # the synth engine's margin, for the labels of the added pairs
     num_frames: int = 8  # frames per training video
     score_frames: int = 16  # frames the shipped checkpoint samples when scoring a file
-    epochs: int = 2
-    lr: float = 5e-4
-    batch_size: int = 16
+    epochs: int = 6
+    lr: float = 2e-3
+    batch_size: int = 64
     seed: int = 0
     model: dict[str, Any] = field(
-        default_factory=lambda: {"d_model": 64, "depth": 1, "evidence": True, "head_bound": 1.0}
+        default_factory=lambda: {
+            "head": "map",
+            "d_model": 32,
+            "heads": 2,
+            "head_queries": 2,
+            "evidence": True,
+            "evidence_measures": [  # icreward.models.evidence.ALL_MEASURES
+                *("position", "match", "recall", "global", "pattern", "jitter", "local", "local_recall")
+            ],
+            "head_bound": 0.5,
+        }
     )
-    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {"image_size": 128, "patch_size": 8})
+    backbone_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"image_size": 128, "patch_size": 8, "structure": 4}
+    )
 
 
 CHECKPOINT_MARKER = ("model.safetensors", "config.json")  # what marks an earlier checkpoint (config.json last)
@@ -56,46 +76,86 @@ OUTPUT_FILES = (*CHECKPOINT_MARKER, "card.json")  # what the recipe writes into 
 def synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None, progress: bool = True) -> Path:
     """The recipe's synthetic data folder under `work` (generated once, reused when complete)."""
     from icreward.synth import SynthConfig
-    from icreward.synth.dataset import generate
+    from icreward.synth.dataset import config_record, generate
+    from icreward.synth.failures import FAILURE_MODES
 
-    config = SynthConfig(n=recipe.n_sources, seed=recipe.synth_seed, split_fractions=recipe.split_fractions)
+    if recipe.modes not in ("all", "wave1"):
+        raise ValueError(f"modes must be 'all' or 'wave1', got {recipe.modes!r}")
+    config = SynthConfig(
+        n=recipe.n_sources,
+        seed=recipe.synth_seed,
+        split_fractions=recipe.split_fractions,
+        real_share=recipe.real_share,
+        modes=tuple(FAILURE_MODES) if recipe.modes == "all" else None,
+    )
     config.validate()
+    if recipe.real_share > 0:
+        from icreward.synth.real_sources import ensure_real_imagery
+
+        ensure_real_imagery(install=True)  # Debian packages of real photos, clips and emoji (apt-get as root)
     root = work / "synth"
     summary = root / "synth.json"
-    if summary.is_file() and json.loads(summary.read_text())["config"] == json.loads(
-        json.dumps(dataclasses.asdict(config))
-    ):
+    if summary.is_file() and json.loads(summary.read_text())["config"] == json.loads(json.dumps(config_record(config))):
         return root
     generate(config, root, workers=workers, progress=progress, overwrite=True)  # the recipe's own work folder
     return root
 
 
-def evaluate_checkpoint(checkpoint: Path, test_manifest: Path, real_i2v: Path | None) -> dict[str, Any]:
-    """Pair accuracy on the synthetic test split and, where given, the real I2V robustness results."""
+def _pair_accuracy(model, manifest) -> float:
     from icreward.evaluation.evaluate import pair_labels, reward_pairs
     from icreward.evaluation.stats import pair_accuracy
+
+    rewards = reward_pairs(model, manifest, batch_size=16, device="cpu")
+    return pair_accuracy(rewards[:, 0] - rewards[:, 1], pair_labels(manifest))
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    test_manifest: Path,
+    real_i2v: Sequence[Path] = (),
+    yardstick: Path | None = None,
+    head_offset: float | None = None,
+) -> dict[str, Any]:
+    """Pair accuracy on the synthetic test split, on the fixed wave-1 yardstick (`yardstick`: a synth folder whose
+    `test.jsonl` is read) and, where `real_i2v` folders are given, the real-video check
+    (`build_real_i2v_check`) on its `select` and `report` halves.
+
+    With `head_offset` (the head's mean part over the validation videos), each result also gets `without_head`:
+    the same check with the head's output replaced by that mean (`ICRewardModel.without_head`), the ablation that
+    says how much ranking the head carries.
+    """
+    from icreward.evaluation.evaluate import pair_labels
     from icreward.loading import load
     from icreward.manifest import load_manifest
 
     model = load(str(checkpoint))
-    test = load_manifest(test_manifest, require_labels=True)
-    rewards = reward_pairs(model, test, batch_size=16, device="cpu")
-    labels = pair_labels(test)
-    accuracy = pair_accuracy(rewards[:, 0] - rewards[:, 1], labels)
-    results: dict[str, Any] = {"synth_test": {"n_pairs": int((labels != 0).sum()), "pair_accuracy": accuracy}}
-    if real_i2v is not None and (real_i2v / "manifest.jsonl").is_file():
-        from icreward.evaluation.robustness import build_real_i2v_tests, evaluate_real_i2v
+    models = {"model": model} | ({"without_head": model.without_head(head_offset)} if head_offset is not None else {})
+    results: dict[str, Any] = {}
+    checks = {"synth_test": test_manifest} | ({"yardstick": yardstick / "test.jsonl"} if yardstick else {})
+    for name, path in checks.items():
+        manifest = load_manifest(path, require_labels=True)
+        results[name] = {"n_pairs": int((pair_labels(manifest) != 0).sum())}
+        for key, m in models.items():
+            accuracy = _pair_accuracy(m, manifest)
+            results[name] |= {"pair_accuracy": accuracy} if key == "model" else {key: {"pair_accuracy": accuracy}}
+    roots = [r for r in real_i2v if (r / "manifest.jsonl").is_file()]
+    if roots:
+        from icreward.evaluation.robustness import build_real_i2v_check, evaluate_real_i2v
 
-        real = evaluate_real_i2v(model, build_real_i2v_tests(real_i2v, seed=0))
-        results["real_i2v"] = {k: v for k, v in real.items() if k != "rows"}
+        for split in ("select", "report"):
+            cases = build_real_i2v_check(roots, split=split, seed=0)
+            for key, m in models.items():
+                real = {k: v for k, v in evaluate_real_i2v(m, cases).items() if k != "rows"}
+                results.setdefault(f"real_i2v_{split}", {}).update(real if key == "model" else {key: real})
+            del cases  # the uint8 videos of one half at a time
     return results
 
 
 def drop_idle_head(model, val_manifest: Path) -> tuple[Any, dict[str, Any]]:
-    """The model without its attention head where that ranks the validation pairs at least as well, and the ablation.
+    """The model without its head where that ranks the validation pairs at least as well, and the ablation.
 
     The head's mean part over the validation videos becomes the offset folded into `score_mean`
-    (`ICRewardModel.without_attention_head`), so rewards keep their scale.
+    (`ICRewardModel.without_head`), so rewards keep their scale.
     """
     import numpy as np
     import torch
@@ -105,21 +165,21 @@ def drop_idle_head(model, val_manifest: Path) -> tuple[Any, dict[str, Any]]:
     from icreward.interface import Scorer
     from icreward.manifest import load_manifest
 
-    class AttentionPart(Scorer):  # what the head adds to the raw reward, scored like any reward
+    class HeadPart(Scorer):  # what the head adds to the raw reward, scored like any reward
         def __init__(self):
             super().__init__()
-            self.model, self.name = model, "attention-part"
+            self.model, self.name = model, "head-part"
             self.num_frames, self.max_side = model.num_frames, model.max_side
 
         def forward(self, image, video, prompt=None):
-            return self.model.attention_part(*self.model.encode(image, video))[0]
+            return self.model.head_part(*self.model.encode(image, video))[0]
 
     val = load_manifest(val_manifest, require_labels=True)
     labels = pair_labels(val)
     with torch.no_grad():
-        parts = reward_pairs(AttentionPart(), val, batch_size=16, device="cpu")
+        parts = reward_pairs(HeadPart(), val, batch_size=16, device="cpu")
         offset = float(np.mean(parts))
-        pruned = model.without_attention_head(offset)
+        pruned = model.without_head(offset)
         with_head = pair_accuracy(np.subtract(*reward_pairs(model, val, batch_size=16, device="cpu").T), labels)
         without = pair_accuracy(np.subtract(*reward_pairs(pruned, val, batch_size=16, device="cpu").T), labels)
     ablation = {
@@ -170,7 +230,7 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def check_out(out: str | Path, work: str | Path, real_i2v: Path | None = None, overwrite: bool = False) -> None:
+def check_out(out: str | Path, work: str | Path, real_i2v: Sequence[Path] = (), overwrite: bool = False) -> None:
     """Refuse (`IcrewardError`) an `--out` that is the work folder, is, holds or lies inside `--real-i2v`, is a file,
     or is a non-empty folder that is not an earlier checkpoint (unless `overwrite`)."""
     from icreward.atomic import check_output_dir, same_path
@@ -178,7 +238,7 @@ def check_out(out: str | Path, work: str | Path, real_i2v: Path | None = None, o
 
     if same_path(out, work):
         raise IcrewardError(f"--out {out}: is the --work folder; give the checkpoint a folder of its own")
-    inputs = {"--real-i2v": real_i2v} if real_i2v is not None else {}
+    inputs = {f"--real-i2v {root}": root for root in real_i2v}
     check_output_dir(out, flag="--out", inputs=inputs, marker=CHECKPOINT_MARKER, overwrite=overwrite, what="checkpoint")
 
 
@@ -186,23 +246,32 @@ def make_default_model(
     recipe: DefaultRecipe,
     work: str | Path,
     out: str | Path,
-    real_i2v: Path | None = None,
+    real_i2v: Sequence[Path] = (),
+    yardstick: Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the recipe; returns the card written beside the checkpoint in `out`.
 
+    `real_i2v`: folders of real pairs for the real-video check; `yardstick`: the fixed wave-1 synthetic test folder.
     `out` is checked first (`check_out`), so a refusal costs nothing; `progress` shows bars or lines on stderr.
     """
     from icreward.progress import silenced
 
+    real_i2v = [Path(r) for r in real_i2v]
     check_out(out, work, real_i2v, overwrite)
     with silenced(not progress):
-        return _make_default_model(recipe, Path(work), Path(out), real_i2v, overwrite, progress)
+        return _make_default_model(recipe, Path(work), Path(out), real_i2v, yardstick, overwrite, progress)
 
 
 def _make_default_model(
-    recipe: DefaultRecipe, work: Path, out: Path, real_i2v: Path | None, overwrite: bool, progress: bool
+    recipe: DefaultRecipe,
+    work: Path,
+    out: Path,
+    real_i2v: Sequence[Path],
+    yardstick: Path | None,
+    overwrite: bool,
+    progress: bool,
 ) -> dict[str, Any]:
     from icreward.atomic import atomic_dir
     from icreward.loading import load
@@ -244,13 +313,14 @@ def _make_default_model(
             "best_epoch": result.best_epoch,
             "val_pair_accuracy": result.best_val_accuracy,
             "val_pair_accuracy_ties": result.val_accuracy_ties,
-            "attention_head_ablation": ablation,
+            "head_ablation": ablation,
         },
         "seconds": {"synth": round(synth_seconds), "train": round(train_seconds)},
     }
     with atomic_dir(out, own=OUTPUT_FILES, marker=CHECKPOINT_MARKER, overwrite=overwrite, what="checkpoint") as tmp:
         model.save_pretrained(tmp)  # config.json and model.safetensors; the card joins them below
-        card["results"] = evaluate_checkpoint(tmp, data / "test.jsonl", real_i2v)
+        offset = None if ablation["head_dropped"] else ablation["head_part_mean"]
+        card["results"] = evaluate_checkpoint(tmp, data / "test.jsonl", real_i2v, yardstick, offset)
         card["check"] = card_check(load(str(tmp)), work)
         card["seconds"]["total"] = round(time.perf_counter() - start)
         text = json.dumps(card, indent=2) + "\n"
@@ -275,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         "--overwrite", action="store_true", help="write into a non-empty folder that is not an earlier checkpoint"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
-    parser.add_argument("--real-i2v", type=Path, default=None, help="folder of real pairs (manifest.jsonl) to check on")
+    parser.add_argument(
+        "--real-i2v", type=Path, nargs="*", default=[], help="folders of real pairs (manifest.jsonl) to check on"
+    )
+    parser.add_argument(
+        "--yardstick", type=Path, default=None, help="the fixed wave-1 synthetic test (a synth folder) to check on"
+    )
     parser.add_argument("--n-sources", type=int, default=defaults.n_sources)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -283,7 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     recipe = dataclasses.replace(defaults, n_sources=args.n_sources, epochs=args.epochs, seed=args.seed)
     try:
         card = make_default_model(
-            recipe, args.work, args.out, args.real_i2v, overwrite=args.overwrite, progress=not args.quiet
+            recipe,
+            args.work,
+            args.out,
+            args.real_i2v,
+            args.yardstick,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
         )
     except IcrewardError as e:
         print(f"default_model: error: {e}", file=sys.stderr)
