@@ -31,7 +31,7 @@ def test_the_default_model_ships_inside_the_package(model):
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 20 * 2**20
     card = json.loads((folder / "card.json").read_text())
     dropped = card["training"]["head_ablation"]["head_dropped"]
-    assert model.config.head == ("none" if dropped else "attention")  # what the recipe's ablation decided ships
+    assert model.config.head == ("none" if dropped else "map")  # what the recipe's ablation decided ships
     assert "config" not in model.config.training  # provenance only, no run paths
     assert not any("/tmp" in str(v) for v in model.config.training.values())
     assert model.config.backbone == "patch-features"  # weight-free encoder: nothing to download
