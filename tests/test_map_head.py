@@ -190,3 +190,12 @@ def test_a_map_model_saves_and_loads_to_the_same_rewards(tmp_path):
     image, video = torch.rand(2, 3, SIZE, SIZE), torch.rand(2, 4, 3, SIZE, SIZE)
     with torch.no_grad():
         assert torch.allclose(loaded(image, video), model(image, video), atol=1e-6)
+
+
+def test_the_gathered_window_is_the_neighbourhood():
+    from icreward.models.evidence import _window_indices
+
+    for n, radius in ((16, 1), (64, 2), (9, 3)):
+        window, near = _window_indices(n, radius, torch.device("cpu")), neighbourhood(n, radius)
+        for i in range(n):
+            assert set(window[i].tolist()) == set(near[i].nonzero().flatten().tolist())

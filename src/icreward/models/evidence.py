@@ -51,10 +51,36 @@ JITTER_FRAMES = 8  # frames (evenly spread over the video) the jitter is measure
 
 def _pairwise(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
     """Distances `[..., N, M]` between the rows of `a [..., N, D]` and `b [..., M, D]`."""
+    return _finish(_pairwise_order(a, b, kind), kind, a.shape[-1])
+
+
+def _pairwise_order(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    """What orders the distances of `_pairwise` alike (squared Euclidean, or the cosine distance itself), so minima
+    can be taken before `_finish`: the square root is monotone, and only the minima need it."""
     if kind == "cosine":
         return 1 - F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(-2, -1)
     sq = a.square().sum(-1, keepdim=True) + b.square().sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-2, -1)
-    return (sq.clamp_min(0) + 1e-8).sqrt() / math.sqrt(a.shape[-1])
+    return sq.clamp_min_(0)
+
+
+def _finish(order: torch.Tensor, kind: str, dim: int) -> torch.Tensor:
+    """`_pairwise_order` values to distances."""
+    return order if kind == "cosine" else (order + 1e-8).sqrt() / math.sqrt(dim)
+
+
+def _window_indices(n: int, radius: int, device: torch.device) -> torch.Tensor:
+    """`[N, (2r+1)^2]`: for each patch of a square grid, the patches within `radius` (Chebyshev); places off the grid
+    repeat the patch itself, which is in its own window, so minima over a row are those over the window."""
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"local evidence needs a square patch grid, got {n} patches")
+    rows, cols = torch.arange(n, device=device) // side, torch.arange(n, device=device) % side
+    offsets = torch.arange(-radius, radius + 1, device=device)
+    r = rows[:, None, None] + offsets[None, :, None]  # (N, 2r+1, 1)
+    c = cols[:, None, None] + offsets[None, None, :]  # (N, 1, 2r+1)
+    inside = (r >= 0) & (r < side) & (c >= 0) & (c < side)  # (N, 2r+1, 2r+1)
+    index = (r * side + c).where(inside, torch.arange(n, device=device)[:, None, None])
+    return index.flatten(1)  # (N, K)
 
 
 def _rowwise(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -133,20 +159,26 @@ def _evidence(
     b, t, n, _ = vid_patch.shape
     cls_dim = img_cls.shape[-1] == img_patch.shape[-1]  # cls shares the patch channels (not CLIP's projection)
     local = maps or bool({"local", "local_recall"} & set(measures))
-    far = ~neighbourhood(n, LOCAL_RADIUS, vid_patch.device) if local else None  # (N, N)
+    window = _window_indices(n, LOCAL_RADIUS, vid_patch.device) if local else None  # (N, K)
     features, patch_maps = [], []
     for _, start, end, kind in groups:
         ip, vp = img_patch[..., start:end], vid_patch[..., start:end]  # (B, N, g), (B, T, N, g)
-        pair = _pairwise(vp.reshape(b, t * n, -1), ip, kind).view(b, t, n, -1)  # (B, T, N, N_img)
-        position, nearest = _rowwise(vp, ip[:, None], kind), pair.amin(-1)  # (B, T, N) each
+        # Minima are taken on what orders the distances (`_pairwise_order`) and only they become distances: the
+        # same values as the minima of the distances, without a square root over every pair.
+        order = _pairwise_order(vp.reshape(b, t * n, -1), ip, kind).view(b, t, n, -1)  # (B, T, N, N_img)
+
+        def finish(x: torch.Tensor, kind: str = kind, g: int = end - start) -> torch.Tensor:
+            return _finish(x, kind, g)
+
+        position, nearest = _rowwise(vp, ip[:, None], kind), finish(order.amin(-1))  # (B, T, N) each
         found = {}  # measure -> (B, T')
         found["position"] = position.mean(-1)  # (B, T)
         found["match"] = nearest.mean(-1)  # (B, T): each frame patch to its nearest image patch
-        found["recall"] = pair.amin(-2).mean(-1)  # (B, T): each image patch to its nearest patch of the frame
-        if far is not None:
-            near = pair.masked_fill(far, float("inf"))  # (B, T, N, N_img): only pairs within LOCAL_RADIUS
-            local_map = near.amin(-1)  # (B, T, N)
-            found["local"], found["local_recall"] = local_map.mean(-1), near.amin(-2).mean(-1)  # (B, T) each
+        found["recall"] = finish(order.amin(-2)).mean(-1)  # (B, T): each image patch to its nearest frame patch
+        if window is not None:  # only pairs within LOCAL_RADIUS: gathered, (B, T, N, K) instead of (B, T, N, N)
+            local_map = finish(order.gather(-1, window.expand(b, t, n, -1)).amin(-1))  # (B, T, N)
+            back = order.transpose(-2, -1).gather(-1, window.expand(b, t, n, -1)).amin(-1)  # (B, T, N_img)
+            found["local"], found["local_recall"] = local_map.mean(-1), finish(back).mean(-1)  # (B, T) each
             patch_maps += [position, local_map, nearest]
         ic, vc = (img_cls[..., start:end], vid_cls[..., start:end]) if cls_dim else (ip.mean(1), vp.mean(2))
         found["global"] = _rowwise(vc, ic[:, None], kind)  # (B, T)
