@@ -89,10 +89,6 @@ def synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None, pr
         modes=tuple(FAILURE_MODES) if recipe.modes == "all" else None,
     )
     config.validate()
-    if recipe.real_share > 0:
-        from icreward.synth.real_sources import ensure_real_imagery
-
-        ensure_real_imagery(install=True)  # Debian packages of real photos, clips and emoji (apt-get as root)
     root = work / "synth"
     summary = root / "synth.json"
     if summary.is_file() and json.loads(summary.read_text())["config"] == json.loads(json.dumps(config_record(config))):
@@ -160,8 +156,7 @@ def drop_idle_head(model, val_manifest: Path) -> tuple[Any, dict[str, Any]]:
     import numpy as np
     import torch
 
-    from icreward.evaluation.evaluate import pair_labels, reward_pairs
-    from icreward.evaluation.stats import pair_accuracy
+    from icreward.evaluation.evaluate import reward_pairs
     from icreward.interface import Scorer
     from icreward.manifest import load_manifest
 
@@ -175,13 +170,11 @@ def drop_idle_head(model, val_manifest: Path) -> tuple[Any, dict[str, Any]]:
             return self.model.head_part(*self.model.encode(image, video))[0]
 
     val = load_manifest(val_manifest, require_labels=True)
-    labels = pair_labels(val)
     with torch.no_grad():
         parts = reward_pairs(HeadPart(), val, batch_size=16, device="cpu")
         offset = float(np.mean(parts))
         pruned = model.without_head(offset)
-        with_head = pair_accuracy(np.subtract(*reward_pairs(model, val, batch_size=16, device="cpu").T), labels)
-        without = pair_accuracy(np.subtract(*reward_pairs(pruned, val, batch_size=16, device="cpu").T), labels)
+        with_head, without = _pair_accuracy(model, val), _pair_accuracy(pruned, val)
     ablation = {
         "val_pair_accuracy_with_head": with_head,
         "val_pair_accuracy_without_head": without,

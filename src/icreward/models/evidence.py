@@ -31,6 +31,7 @@ measures (`MEASURES`, the default, is the set of wave-1 checkpoints; `ALL_MEASUR
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -68,13 +69,19 @@ def _finish(order: torch.Tensor, kind: str, dim: int) -> torch.Tensor:
     return order if kind == "cosine" else (order + 1e-8).sqrt() / math.sqrt(dim)
 
 
-def _window_indices(n: int, radius: int, device: torch.device) -> torch.Tensor:
-    """`[N, (2r+1)^2]`: for each patch of a square grid, the patches within `radius` (Chebyshev); places off the grid
-    repeat the patch itself, which is in its own window, so minima over a row are those over the window."""
+def _grid(n: int, device: torch.device | None) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """`(side, row [N], column [N])` of each patch of a square grid of `n` patches (row-major)."""
     side = math.isqrt(n)
     if side * side != n:
         raise ValueError(f"local evidence needs a square patch grid, got {n} patches")
-    rows, cols = torch.arange(n, device=device) // side, torch.arange(n, device=device) % side
+    index = torch.arange(n, device=device)
+    return side, index // side, index % side
+
+
+def _window_indices(n: int, radius: int, device: torch.device) -> torch.Tensor:
+    """`[N, (2r+1)^2]`: for each patch of a square grid, the patches within `radius` (Chebyshev); places off the grid
+    repeat the patch itself, which is in its own window, so minima over a row are those over the window."""
+    side, rows, cols = _grid(n, device)
     offsets = torch.arange(-radius, radius + 1, device=device)
     r = rows[:, None, None] + offsets[None, :, None]  # (N, 2r+1, 1)
     c = cols[:, None, None] + offsets[None, None, :]  # (N, 1, 2r+1)
@@ -120,10 +127,7 @@ def consistency_evidence(
 
 def neighbourhood(n: int, radius: int, device: torch.device | None = None) -> torch.Tensor:
     """`[N, N]` bool: patches of a square grid of `n` patches within `radius` of each other (Chebyshev)."""
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"local evidence needs a square patch grid, got {n} patches")
-    rows, cols = torch.arange(n, device=device) // side, torch.arange(n, device=device) % side
+    _, rows, cols = _grid(n, device)
     return ((rows[:, None] - rows).abs() <= radius) & ((cols[:, None] - cols).abs() <= radius)
 
 
@@ -148,7 +152,8 @@ def evidence_and_maps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`(consistency_evidence [B, K], evidence_maps [B, T, N, G*3])` from one pass over the patch distances."""
     with torch.autocast(vid_tokens["patch"].device.type, enabled=False):
-        return _evidence(img_tokens, vid_tokens, groups, tuple(measures) and check_measures(measures), maps=True)
+        measures = check_measures(measures) if measures else ()  # none: the maps alone (`evidence_maps`)
+        return _evidence(img_tokens, vid_tokens, groups, measures, maps=True)
 
 
 def _evidence(
@@ -166,9 +171,7 @@ def _evidence(
         # Minima are taken on what orders the distances (`_pairwise_order`) and only they become distances: the
         # same values as the minima of the distances, without a square root over every pair.
         order = _pairwise_order(vp.reshape(b, t * n, -1), ip, kind).view(b, t, n, -1)  # (B, T, N, N_img)
-
-        def finish(x: torch.Tensor, kind: str = kind, g: int = end - start) -> torch.Tensor:
-            return _finish(x, kind, g)
+        finish = functools.partial(_finish, kind=kind, dim=end - start)
 
         position, nearest = _rowwise(vp, ip[:, None], kind), finish(order.amin(-1))  # (B, T, N) each
         found = {}  # measure -> (B, T')

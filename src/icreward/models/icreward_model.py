@@ -34,7 +34,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from icreward.models.base import RewardModel, RewardModelConfig, Tokens, check_bool, check_float, check_int
-from icreward.models.evidence import EPS, MEASURES, EvidenceReadout, check_measures, evidence_and_maps, evidence_maps
+from icreward.models.evidence import (
+    EPS,
+    MAP_MEASURES,
+    MEASURES,
+    EvidenceReadout,
+    check_measures,
+    evidence_and_maps,
+    evidence_maps,
+)
 
 HEADS = ("attention", "map", "none")
 MAP_SCALE = 4.0  # evidence-map values (log distances above the floor) are divided by it before the map head
@@ -275,7 +283,7 @@ class ICRewardModel(RewardModel):
     def __init__(self, config: ICRewardConfig):
         super().__init__(config)
         if config.head == "map":
-            channels = 3 * len(self.backbone.token_groups)  # evidence.MAP_MEASURES per token group
+            channels = len(MAP_MEASURES) * len(self.backbone.token_groups)  # evidence_maps' channels
             d = config.d_model
             # No LayerNorm on the distances: it would drop how far a patch is from the image and blow the rounding
             # noise of a still patch up to unit scale. The maps are shifted so a distance of 0 reads 0 instead.
