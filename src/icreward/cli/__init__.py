@@ -16,8 +16,8 @@ import warnings
 
 from icreward.errors import IcrewardError
 
-SUBCOMMANDS = ("score", "eval", "synth", "train", "experiment", "rank", "serve")
-_MODULES = {"eval": "evaluate"}  # subcommand -> module name where they differ
+SUBCOMMANDS = ("score", "eval", "synth", "train", "experiment", "rank", "serve", "import")
+_MODULES = {"eval": "evaluate", "import": "importing"}  # subcommand -> module name where they differ
 
 
 class UsageError(Exception):
