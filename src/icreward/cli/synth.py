@@ -30,9 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--modes",
         default=None,
-        help="comma-separated failure modes to draw, or 'all' for every registered mode (frozen is always drawn; "
-        "default: the first eleven, subject_drift .. subject_duplicate and frozen, without the identity modes "
-        "subject_swap, identity_morph, layout_shuffle and clip_replacement)",
+        help="comma-separated failure modes to draw, or 'all' for every registered mode; 'motion' and 'text' stand "
+        "for the motion modes (jitter, pingpong, stutter) and the text modes (camera_mismatch, subject_opposite, "
+        "motion_missing) (frozen is always drawn; default: the first eleven, subject_drift .. subject_duplicate "
+        "and frozen, without the identity modes subject_swap, identity_morph, layout_shuffle and clip_replacement "
+        "or the motion and text modes)",
     )
     p.add_argument(
         "--real-share",
@@ -62,12 +64,15 @@ def config_from_args(args: argparse.Namespace):
     from dataclasses import replace
 
     from icreward.synth import FAILURE_MODES, SynthConfig
+    from icreward.synth.failures import MOTION_MODES, TEXT_MODES
 
     holdout = tuple(m.strip() for m in (args.holdout_modes or "").split(",") if m.strip())
     modes = None
     if args.modes is not None:
         modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-        modes = tuple(FAILURE_MODES) if modes == ("all",) else modes
+        groups = {"motion": MOTION_MODES, "text": TEXT_MODES}
+        modes = tuple(FAILURE_MODES) if modes == ("all",) else tuple(x for m in modes for x in groups.get(m, (m,)))
+        modes = tuple(dict.fromkeys(modes))  # each mode once, in the order given
     given = {"n": args.n, "seed": args.seed, "frames": args.frames, "size": args.size, "tie_margin": args.tie_margin}
     given |= {"real_share": args.real_share, "modes": modes}
     given = {k: v for k, v in given.items() if v is not None}

@@ -10,7 +10,17 @@ Three scopes:
 `FailureMode.applies(kind)` says which source kind ("scene" or "clip") a mode can render.
 
 `WAVE1_MODES` are the first eleven modes, what a config uses unless it names its modes (so the default benchmark
-keeps its content as modes are added).
+keeps its content as modes are added). Later modes are registered after them, so the registry order (and every
+schedule of a config naming only earlier modes) stays:
+- the identity modes `subject_swap`, `identity_morph`, `layout_shuffle`, `clip_replacement`;
+- `MOTION_MODES` (frames scope, faithful content, unnatural motion; `motion_weight` > 0): `jitter` (frame 0 shaken
+  in place, no net path), `pingpong` (forward to a turn and back), `stutter` (frames held in runs, then jumping);
+- `TEXT_MODES` (scene scope, consistency weight 0, `text_weight` 1; `icreward.synth.text_failures`):
+  `camera_mismatch`, `subject_opposite`, `motion_missing`, rendered from the source's first video's trajectory.
+`motion_weight` is the motion quality lost at severity 1 (`motion_score`; `frozen` scores 0, the other
+earlier modes keep their motion, so a config without the new modes has motion scores of 0 or 1 only) and
+`text_weight` the prompt following lost where the prompt says what the mode changes (`describe.text_score` reads
+it off what each video rendered).
 
 Every mode keeps moving along the trajectory (except `frozen`), leaves frame 0 as the conditioning image (except
 `first_frame_mismatch`, whose whole point is a different start), and grows from a random onset. `weight` is the
@@ -26,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from icreward.rules import CONSISTENT_MODE
-from icreward.synth import frame_failures, identity_failures
+from icreward.rules import CONSISTENT_MODE, FROZEN_MODE
+from icreward.synth import frame_failures, identity_failures, text_failures
 from icreward.synth.frame_failures import hue_rotate, strength
 from icreward.synth.motion import (
     Trajectory,
@@ -212,6 +222,8 @@ class FailureMode:
     scope: str  # "frames": fn(frames, severity, rng) works on any video; "scene": fn(scene, traj, severity, rng);
     # "clip": fn(frames, other, severity, rng) on a real clip and other footage
     fn: Callable[..., torch.Tensor]
+    motion_weight: float = 0.0  # motion quality lost at severity 1: motion_score = 1 - motion_weight * severity
+    text_weight: float = 0.0  # prompt following lost at severity 1 where the prompt says what the mode changes
 
     def applies(self, kind: str) -> bool:
         """Whether this mode can render a source of `kind`: "scene" (a layered Scene) or "clip" (real footage)."""
@@ -254,12 +266,25 @@ FAILURE_MODES: dict[str, FailureMode] = {
         FailureMode("identity_morph", 0.75, "scene", identity_failures.identity_morph),
         FailureMode("layout_shuffle", 0.6, "scene", identity_failures.layout_shuffle),
         FailureMode("clip_replacement", 0.9, "clip", identity_failures.clip_replacement),
+        # motion failures: faithful content, unnatural motion (frames scope: they apply to real clips too)
+        FailureMode("jitter", 0.1, "frames", frame_failures.jitter, motion_weight=0.9),
+        FailureMode("pingpong", 0.0, "frames", frame_failures.pingpong, motion_weight=0.7),
+        FailureMode("stutter", 0.0, "frames", frame_failures.stutter, motion_weight=0.6),
+        # text failures: faithful to the image, not to the prompt; rendered from the source's `_v0` trajectory
+        FailureMode("camera_mismatch", 0.0, "scene", text_failures.camera_mismatch, text_weight=1.0),
+        FailureMode("subject_opposite", 0.0, "scene", text_failures.subject_opposite, text_weight=1.0),
+        FailureMode("motion_missing", 0.0, "scene", text_failures.motion_missing, motion_weight=1.0, text_weight=1.0),
     ]
 }
 WAVE1_MODES = (  # the modes of a config that names none (the default benchmark's), in registry order
     "subject_drift", "background_drift", "color_drift", "structure_distortion", "detail_loss", "content_replacement",
     "first_frame_mismatch", "flicker", "subject_vanish", "subject_duplicate", "frozen",
 )  # fmt: skip
+MOTION_MODES = ("jitter", "pingpong", "stutter")  # faithful content, unnatural motion (labels.motion)
+TEXT_MODES = ("camera_mismatch", "subject_opposite", "motion_missing")  # faithful content, not the prompt's motion
+# The consistency failures (what a consistency reward is trained on; the default model's stage 1 draws these).
+CONSISTENCY_MODES = tuple(m for m in FAILURE_MODES if m not in MOTION_MODES + TEXT_MODES)
+STILL_MODES = (FROZEN_MODE, "motion_missing")  # modes whose video does not move (`motion` 0)
 
 
 def render_video(scene: Scene, traj: Trajectory, mode: str, severity: float, rng: np.random.Generator) -> torch.Tensor:
@@ -276,3 +301,46 @@ def render_clip_video(
     if mode == CONSISTENT_MODE:
         return frames
     return FAILURE_MODES[mode].render_clip(frames, other, severity, rng).clamp(0, 1)
+
+
+def _shown(traj: Trajectory, index: np.ndarray) -> Trajectory:
+    """The trajectory of frames `traj` re-timed by `index` `(T,)` (frame t shows frame index[t])."""
+    return replace(
+        traj,
+        camera=traj.camera[index],
+        subject=traj.subject[index],
+        objects=traj.objects[index],
+        light=traj.light[index],
+        sway=traj.sway[index],
+    )
+
+
+RETIMINGS = {"pingpong": frame_failures.pingpong_index, "stutter": frame_failures.stutter_index}
+
+
+def render_described(
+    scene: Scene, traj: Trajectory, mode: str, severity: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, Trajectory]:
+    """`render_video`'s frames (the same pixels, the same draws) and the trajectory they show, for describing the
+    video: `traj` itself for most modes, frame 0's pose held for `frozen` and `jitter`, `traj` re-timed for
+    `pingpong` and `stutter`, and the text failures' own paths (`text_failures.TEXT_PATHS`)."""
+    if mode in RETIMINGS and FAILURE_MODES[mode].fn is getattr(frame_failures, mode):
+        index = RETIMINGS[mode](traj.frames, severity, rng)
+        return render_consistent(scene, traj)[torch.from_numpy(index)], _shown(traj, index)
+    if mode in text_failures.TEXT_PATHS and FAILURE_MODES[mode].fn is getattr(text_failures, mode):
+        shown = text_failures.TEXT_PATHS[mode](scene, traj, severity, rng)
+        return render_consistent(scene, shown), shown
+    frames = render_video(scene, traj, mode, severity, rng)
+    if mode in (FROZEN_MODE, "jitter"):
+        return frames, _shown(traj, np.zeros(traj.frames, dtype=np.int64))
+    return frames, traj
+
+
+def motion_score(mode: str, severity: float) -> float:
+    """How natural a video's motion is, in [0, 1]: 1 for a consistent video, 0 for a frozen one, else
+    `1 - motion_weight * severity` with the mode's `motion_weight` (`FAILURE_MODES`)."""
+    if mode == CONSISTENT_MODE:
+        return 1.0
+    if mode == FROZEN_MODE:
+        return 0.0
+    return round(float(np.clip(1 - FAILURE_MODES[mode].motion_weight * severity, 0, 1)), 4)

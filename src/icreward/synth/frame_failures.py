@@ -165,3 +165,52 @@ def flicker(frames: torch.Tensor, severity: float, rng: np.random.Generator) -> 
 def frozen(frames: torch.Tensor, severity: float, rng: np.random.Generator) -> torch.Tensor:
     """A static video: frame 0 held for the whole clip (consistent, but no motion). Severity and RNG are unused."""
     return frames[:1].expand_as(frames).clone()
+
+
+# ---- motion failures: the content stays faithful, the motion is unnatural
+
+
+def jitter(frames: torch.Tensor, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """The first frame shaken in place: small random per-frame translations and rotations around the start (up to
+    about 3% of the frame and 0.03 rad at severity 1), with no net path (a generator that cannot move the scene)."""
+    t, _, h, w = frames.shape
+    shift = severity * rng.uniform(0.02, 0.06) * rng.standard_normal((t, 2))
+    angle = severity * rng.uniform(0.01, 0.03) * rng.standard_normal(t)
+    shift[0], angle[0] = 0.0, 0.0
+    c, s = np.cos(angle), np.sin(angle)
+    theta = torch.from_numpy(np.stack([np.stack([c, -s, shift[:, 0]], -1), np.stack([s, c, shift[:, 1]], -1)], 1))
+    grid = F.affine_grid(theta.float(), [t, 3, h, w], align_corners=False)
+    out = F.grid_sample(frames[:1].expand(t, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)  # fmt: skip
+    out[0] = frames[0]
+    return out.clamp(0, 1)
+
+
+def pingpong_index(frames: int, severity: float, rng: np.random.Generator | None = None) -> np.ndarray:
+    """`(T,)` frame indices of a back-and-forth loop: forward to a turn, then back the same way. The turn is at
+    `(1 - severity / 2)` of the clip: at severity 1 the video plays to its middle and back to (about) its start."""
+    turn = int(round((1 - severity / 2) * (frames - 1)))
+    t = np.arange(frames)
+    return np.where(t <= turn, t, np.maximum(0, 2 * turn - t))
+
+
+def pingpong(frames: torch.Tensor, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """The faithful video played forward to a turn and back (`pingpong_index`): every frame is faithful, the motion
+    reverses."""
+    return frames[torch.from_numpy(pingpong_index(frames.shape[0], severity))]
+
+
+def stutter_index(frames: int, severity: float, rng: np.random.Generator) -> np.ndarray:
+    """`(T,)` frame indices of a stuttering video: each run of 2 to `2 + round(3 * severity)` frames holds the
+    run's first frame, then jumps to where the video should be (the motion keeps its speed, in jerks)."""
+    index, start = np.zeros(frames, dtype=np.int64), 0
+    while start < frames:
+        length = int(rng.integers(2, 3 + round(3 * severity)))
+        index[start : start + length] = start
+        start += length
+    return index
+
+
+def stutter(frames: torch.Tensor, severity: float, rng: np.random.Generator) -> torch.Tensor:
+    """Frames held in runs, then jumping (`stutter_index`): jerky motion of faithful frames."""
+    return frames[torch.from_numpy(stutter_index(frames.shape[0], severity, rng))]

@@ -28,6 +28,19 @@ def _mean_colour(rgba: torch.Tensor) -> torch.Tensor:
     return rgba[:3].sum((1, 2)) / rgba[3].sum().clamp(min=1e-6)
 
 
+def _nearest(candidates: list[torch.Tensor], target: torch.Tensor) -> int:
+    """Index of the candidate texture whose mean colour is nearest `target` (the first of equals)."""
+    return min(range(len(candidates)), key=lambda i: float((_mean_colour(candidates[i]) - target).abs().sum()))
+
+
+def swap_index(scene: Scene) -> int | None:
+    """Which of `scene.swaps` `replacement_subject` turns the subject into (None: no swaps, a procedural one)."""
+    if not scene.swaps:
+        return None
+    n = scene.subject.rgba.shape[-1]
+    return _nearest([fit_texture(s, n) for s in scene.swaps], _mean_colour(scene.subject.rgba))
+
+
 def replacement_subject(scene: Scene, rng: np.random.Generator) -> torch.Tensor:
     """Another object for the subject's place, `(4, n, n)` like the subject's texture: one of the scene's `swaps`
     (other emoji for an emoji subject) or a new procedural sprite, the candidate nearest the subject's mean colour,
@@ -39,7 +52,7 @@ def replacement_subject(scene: Scene, rng: np.random.Generator) -> torch.Tensor:
     else:
         candidates = [make_sprite_texture(rng, n, scene.light) for _ in range(SWAP_CANDIDATES)]
     target = _mean_colour(rgba)
-    other = min(candidates, key=lambda c: float((_mean_colour(c) - target).abs().sum()))
+    other = candidates[_nearest(candidates, target)]
     gain = (target / _mean_colour(other).clamp(min=1e-3)).clamp(0.6, 1.6).view(3, 1, 1)
     toned = other.clone()
     toned[:3] = torch.minimum(other[:3] * gain, other[3:])  # premultiplied: colour <= alpha

@@ -5,9 +5,12 @@ Labels (the data contract of `icreward synth`):
 - consistency score of a video: `clip(1 - weight[mode] * severity + noise, 0, 1)`, rounded to 4 decimals, with
   `weight` from `FAILURE_MODES` (`none` and `frozen` have weight 0, so they score about 1) and `noise` a seeded
   normal draw of std `rater_noise` per video standing in for rater disagreement;
-- `motion`: 1 for a moving video, 0 for `frozen`;
+- `motion`: 1 for a moving video, 0 for `frozen` and `motion_missing` (`STILL_MODES`);
+- the severity of a text failure (`TEXT_MODES`) is 1: it is all or nothing (its severity is drawn all the same, so
+  every later draw is what it would be for another mode);
 - a pair's `labels["ic"]` is "A" / "B" when one score exceeds the other by more than `tie_margin`, else "tie";
-  `labels["motion"]` compares the motion labels the same way (margin 0). `label` equals `labels["ic"]`.
+  `label` equals `labels["ic"]`. The motion, text and overall labels come from what the videos rendered
+  (`icreward.synth.dataset`).
 
 Every random choice about source image i comes from an RNG seeded by (seed, i), and the balanced mode schedule
 from one seeded by (seed, split), so a plan depends only on the config, never on workers or timing.
@@ -32,7 +35,7 @@ import numpy as np
 from icreward.errors import IcrewardError
 from icreward.rules import CONSISTENT_MODE, FROZEN_MODE, label_from_scores
 from icreward.synth import real_sources
-from icreward.synth.failures import FAILURE_MODES, WAVE1_MODES
+from icreward.synth.failures import FAILURE_MODES, STILL_MODES, TEXT_MODES, WAVE1_MODES
 from icreward.synth.real_sources import ClipSegment
 
 SPLITS = ("train", "val", "test")
@@ -105,7 +108,7 @@ class VideoPlan:
     mode: str  # "none" or a FAILURE_MODES name
     severity: float  # in severity_range for failures, 0 for "none" and "frozen"
     score: float  # consistency label in [0, 1]
-    motion: int  # 1 moving, 0 frozen
+    motion: int  # 1 moving, 0 still (frozen, motion_missing)
 
 
 @dataclass
@@ -275,8 +278,9 @@ def plan_sources(config: SynthConfig, photos: list[str]) -> list[SourcePlan]:
         videos = []
         for k, mode in enumerate(modes):
             severity = 0.0 if mode in (CONSISTENT_MODE, FROZEN_MODE) else round(float(rng.uniform(lo, hi)), 4)
+            severity = 1.0 if mode in TEXT_MODES else severity  # all or nothing (drawn all the same: same stream)
             score = score_video(mode, severity, rng, config.rater_noise)
-            videos.append(VideoPlan(f"{source_id}_v{k}", mode, severity, score, int(mode != FROZEN_MODE)))
+            videos.append(VideoPlan(f"{source_id}_v{k}", mode, severity, score, int(mode not in STILL_MODES)))
         plan.videos = videos
         plan.pairs = choose_pairs(videos, config.pairs_per_image, config.tie_margin, rng)
         plans.append(plan)

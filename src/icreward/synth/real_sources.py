@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,26 @@ CLIP_FILES = {
     "tree": OPENCV_DATA / "tree.avi",
     "vtest": OPENCV_DATA / "vtest.avi",
 }
+# What each clip shows, as a prompt caption (no camera or direction words: the prompt's camera phrase is appended).
+CLIP_CAPTIONS = {
+    "box": "a hand holding a colourful box over a table",
+    "cup": "a hand holding a black cup",
+    "megamind": "animated characters in a film scene",
+    "tree": "a tree with green leaves in the wind",
+    "vtest": "people walking across a plaza",
+}
+# Captions of library photos by file stem (others: the stem's words, "FreshFlower" -> "a photo of fresh flower").
+PHOTO_CAPTIONS = {
+    "apple": "an apple", "baboon": "a baboon's face", "butterfly": "a butterfly", "fruits": "fruits",
+    "orange": "an orange", "squirrel_cls": "a squirrel", "messi5": "a football player on a pitch",
+    "smarties": "colourful sweets", "building": "a building", "chicky_512": "a toy chick", "home": "a room",
+    "stuff": "objects on a table", "rubberwhale1": "toys on a table", "rubberwhale2": "toys on a table",
+    "board": "a circuit board", "graf1": "graffiti on a wall", "graf3": "graffiti on a wall",
+    "leuvenA": "a street of houses", "leuvenB": "a street of houses", "aero1": "an aerial view",
+    "aero3": "an aerial view", "licenseplate_motion": "a car's licence plate", "left": "books on a shelf",
+    "right": "books on a shelf", "aloeL": "an aloe plant", "aloeR": "an aloe plant", "ela_original": "a scene",
+    "ela_modified": "a scene", "LadyBird": "a ladybird", "TwoWings": "a butterfly",
+}  # fmt: skip
 CLIP_GAP = 0.05  # share of a video's frames left unused between its split blocks (no near-duplicate frames)
 MAX_CLIP_STRIDE = 3  # a clip video samples every 1st..3rd frame of its segment
 
@@ -201,6 +222,15 @@ def emoji_sprite(char: str) -> torch.Tensor:
 def emoji_name(char: str) -> str:
     """`CAT FACE`, `AUTOMOBILE`, ..."""
     return unicodedata.name(char)
+
+
+def photo_caption(path: str) -> str:
+    """A prompt caption for a photo: `PHOTO_CAPTIONS` by file stem, else "a photo of" the stem's words."""
+    stem = Path(path).stem
+    if stem in PHOTO_CAPTIONS:
+        return PHOTO_CAPTIONS[stem]
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])|[_\-\d]+", " ", stem).split()
+    return "a photo of " + " ".join(w.lower() for w in words) if words else "a photo"
 
 
 # ---- clips

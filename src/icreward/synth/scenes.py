@@ -36,6 +36,8 @@ class Sprite:
     angle: float  # rotation in radians
     depth: float  # parallax factor: 1 = the subject plane, < 1 farther than it, > 1 nearer
     mobility: float = 1.0  # how far the sprite may move on its own (cut-outs of a photo move little)
+    kind: str | None = None  # SHAPE_KINDS name of a procedural sprite's outline (for prompts; no effect on pixels)
+    name: str | None = None  # what the sprite shows, e.g. an emoji's Unicode name "CAT FACE" (for prompts)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Scene:
     light: tuple[float, float, float]  # unit light direction shared by every sprite's shading
     alternate: torch.Tensor | None = None  # (3, C, C) unrelated real content (another photo) for swap failures
     swaps: list[torch.Tensor] | None = None  # (4, h, w) other subjects of the same kind (emoji) for identity swaps
+    swap_names: list[str] | None = None  # what each of `swaps` shows (emoji names), for prompts
 
 
 def canvas_side(size: int) -> int:
@@ -163,8 +166,10 @@ def _subject(rng: np.random.Generator, size: int, light: tuple) -> Sprite:
     """The main subject: 35-75% of the frame wide, anywhere that keeps most of it in the frame."""
     half = rng.uniform(0.35, 0.75)
     x, y = rng.uniform(-0.6, 0.6, 2) * (1 - half)
-    rgba = make_sprite_texture(rng, sprite_pixels(half, size), light)
-    return Sprite(rgba, float(x), float(y), half, rng.uniform(-0.35, 0.35), 1.0)
+    n = sprite_pixels(half, size)
+    kind = str(rng.choice(SHAPE_KINDS))  # the very draw `shape_alpha` would make: the same stream, now recorded
+    rgba = make_sprite_texture(rng, n, light, alpha=shape_alpha(rng, n, kind))
+    return Sprite(rgba, float(x), float(y), half, rng.uniform(-0.35, 0.35), 1.0, kind=kind)
 
 
 def _objects(
