@@ -9,7 +9,7 @@ under `--roots` (default: `shared/real-i2v` (DynamiCrafter) and `shared/real-i2v
 restricted to one half of the fixed split by input image: `select` (about a third of each folder's images: choose
 recipes on it), `report` (the rest: the final figure; the default, so a number quoted from this script is the one
 nobody chose on) or `all` (both). It scores them with every weight-free metric (`metric:<name>` for each of
-`list_metrics(offline_only=True)`, or those named by `--metrics`) plus each `--models` entry (`default`, a checkpoint
+`list_metrics(offline_only=True, dimension="consistency")`, or those named by `--metrics`) plus each `--models` entry (`default`, a checkpoint
 folder, a hub id or `metric:<name>`). Prints which split it ran, a markdown table of accuracy in % (a tie counts
 half): overall, against another image's video, against held-out corruptions, against structural corruptions and per
 corruption; then names the best weight-free metric overall and per family. `--json-out` writes the results (without
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from icreward.loading import list_metrics
 
     torch.manual_seed(0)
-    weight_free = [f"metric:{m}" for m in (args.metrics or list_metrics(offline_only=True))]
+    weight_free = [f"metric:{m}" for m in (args.metrics or list_metrics(offline_only=True, dimension="consistency"))]
     models = list(dict.fromkeys(weight_free + args.models))
 
     start = time.perf_counter()

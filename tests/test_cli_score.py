@@ -38,7 +38,8 @@ def test_single_pair_prints_reward(media, capsys):
     good = float(capsys.readouterr().out)
     assert main([*args, "--video", str(media / "bad.mp4"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["model"] == "metric:vbench-i2v-pixel" and out["reward"] < good
+    assert set(out) == {"id", "reward", "heads"} and out["id"] == "bad" and out["reward"] < good
+    assert out["heads"] == {"consistency": out["reward"]}
 
 
 def test_single_pair_bad_video_is_a_clear_error(media, capsys):

@@ -113,7 +113,10 @@ def test_the_default_model_beats_every_weight_free_metric_on_real_videos(model):
 
     cases = build_real_i2v_tests(REAL, seed=0)
     ours = evaluate_real_i2v(model, cases)["accuracy"]
-    best = max(evaluate_real_i2v(icreward.load(f"metric:{m}"), cases)["accuracy"] for m in list_metrics(True))
+    best = max(
+        evaluate_real_i2v(icreward.load(f"metric:{m}"), cases)["accuracy"]
+        for m in list_metrics(True, dimension="consistency")
+    )
     assert ours > best
 
 
@@ -125,6 +128,7 @@ def test_the_recipe_trains_and_writes_a_loadable_checkpoint_with_its_card(tmp_pa
     # The shipped design at a small size; real imagery where its Debian packages are installed (CI installs them).
     real_share = 0.5 if real_imagery_available() else 0.0
     recipe = DefaultRecipe(n_sources=10, epochs=1, num_frames=4, score_frames=6, batch_size=8, real_share=real_share)
+    recipe.heads_sources, recipe.head_epochs, recipe.camera_photos = 10, 30, 1
     recipe.model = recipe.model | {"d_model": 16}
     recipe.backbone_kwargs = recipe.backbone_kwargs | {"image_size": 64}
     monkeypatch.setenv("ICREWARD_CACHE", str(tmp_path / "cache"))
@@ -141,6 +145,11 @@ def test_the_recipe_trains_and_writes_a_loadable_checkpoint_with_its_card(tmp_pa
         ablation["val_pair_accuracy_without_head"] >= ablation["val_pair_accuracy_with_head"]
     )
     assert card["check"]["n_pairs"] == len(card["check"]["rewards"]) > 0
+    assert loaded.head_names == ("consistency", "motion", "text", "guidance")  # stage 2: the task heads
+    heads = card["results"]["heads"]
+    assert set(heads["synth_test"]["heads"]) >= {"motion", "guidance"} and "static_wins" in heads["synth_test"]
+    assert card["training"]["task_heads"]["text_fusion"] in ("film", "cross", "gate")
+    assert ("camera" in heads) == real_imagery_available()
     assert not list(tmp_path.glob(".out.*"))  # no partial folder left beside the checkpoint
     again = make_default_model(recipe, tmp_path / "work2", tmp_path / "out2", real_i2v=())  # from scratch
     for name in ("model.safetensors", "config.json"):  # the seed fixes data, training and the written files

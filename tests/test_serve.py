@@ -66,7 +66,13 @@ def test_upload_score_equals_scorer_score(client, scorer, media):
     r = client.post("/score", files=upload(media, "good.mp4"))
     assert r.status_code == 200, r.text
     expected = scorer.score(media / "img.png", media / "good.mp4")
-    assert r.json() == {"reward": pytest.approx(expected, abs=1e-6), "model": MODEL, "num_frames": scorer.num_frames}
+    assert r.json() == {
+        "reward": pytest.approx(expected, abs=1e-6),
+        "model": MODEL,
+        "num_frames": scorer.num_frames,
+        "head": "consistency",
+        "heads": {"consistency": pytest.approx(expected, abs=1e-6)},
+    }
     r = client.post("/score", files=upload(media, "bad.mp4"), data={"num_frames": "4"})
     assert r.json()["num_frames"] == 4
     assert r.json()["reward"] == pytest.approx(
@@ -241,7 +247,13 @@ def test_openapi_lists_the_routes_and_both_request_kinds(client):
     assert {"/score", "/rank", "/healthz", "/model", "/stats"} <= set(spec["paths"])
     content = spec["paths"]["/score"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(content)
-    assert set(content["application/json"]["schema"]["properties"]) == {"image", "video", "num_frames"}
+    assert set(content["application/json"]["schema"]["properties"]) == {
+        "image",
+        "video",
+        "num_frames",
+        "prompt",
+        "head",
+    }
     assert {"403", "413", "422", "504"} <= set(spec["paths"]["/score"]["post"]["responses"])
     assert "ScoreResponse" in spec["components"]["schemas"]
     docs = client.get("/docs")  # Swagger UI from this server, not a CDN (rendered in Chromium: test_serve_docs.py)

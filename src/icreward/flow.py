@@ -62,6 +62,9 @@ translation per step, |.| the Euclidean norm (smoothed, sqrt(x^2 + 1e-12), so gr
 - `frozen_fraction`: mean_t sigmoid((0.005 - difference_t) / 0.00125): the (soft) fraction of steps whose mean
   grey change is below 0.005 (about 1.3 grey levels of 255): frozen frames, stutter.
 - `mean_confidence`: the mean block confidence: how well the frames match at all (low for noise, cuts, morphing).
+- `return_ratio`: the last frame's mean grey difference from the first over the largest such difference of any frame
+  (a smooth maximum): about 1 for a video that keeps going, 0 for one that comes back to where it started (a
+  back-and-forth loop) or never leaves it (frozen).
 
 Standard deviations over time are population ones (0 for T = 2), smoothed as sqrt(var + 1e-12).
 """
@@ -106,6 +109,7 @@ MOTION_FEATURES: tuple[str, ...] = (
     "log_brightness_std",
     "frozen_fraction",
     "mean_confidence",
+    "return_ratio",
 )
 
 
@@ -120,6 +124,7 @@ class MotionField:
     residual: torch.Tensor  # [B, T-1, G, G, 2] flow minus the fitted similarity motion
     difference: torch.Tensor  # [B, T-1] mean absolute grey difference between consecutive frames
     brightness: torch.Tensor  # [B, T-1] change of the mean grey level between consecutive frames (signed)
+    drift: torch.Tensor  # [B, T-1] mean |grey_t - grey_0| for t = 1 .. T-1: how far each frame is from the first
 
 
 def _norm(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -170,6 +175,7 @@ def motion_field(
     difference = (grey[:, 1:] - grey[:, :-1]).abs().mean((-1, -2))  # (B, T-1)
     means = grey.mean((-1, -2))
     brightness = means[:, 1:] - means[:, :-1]
+    drift = (grey[:, 1:] - grey[:, :1]).abs().mean((-1, -2))  # (B, T-1)
 
     # Windows of every frame: (B, T, G, G, win, win), row-major (y, x).
     win, starts = _window_layout(grid, size, window)
@@ -216,7 +222,7 @@ def motion_field(
 
     similarity, fitted = _fit_similarity(flow, confidence, centres)
     residual = flow - fitted
-    return MotionField(flow, confidence, centres, similarity, residual, difference, brightness)
+    return MotionField(flow, confidence, centres, similarity, residual, difference, brightness, drift)
 
 
 def _fit_similarity(
@@ -291,6 +297,9 @@ def motion_descriptors(field: MotionField) -> torch.Tensor:
     log_brightness_std = torch.log(_std(field.brightness) + 1e-3)
     frozen = torch.sigmoid((FROZEN_THRESHOLD - diff) / (FROZEN_THRESHOLD / 4)).mean(1)
     mean_conf = conf.mean((1, 2, 3))
+    # smooth maximum of the drift (log-sum-exp at a temperature of 1/200 grey level), so the ratio is differentiable
+    peak_drift = torch.logsumexp(field.drift * 200.0, dim=1) / 200.0
+    return_ratio = field.drift[:, -1] / (peak_drift.clamp(min=0) + 1e-3)
 
     columns = [
         net[:, 0],
@@ -311,6 +320,7 @@ def motion_descriptors(field: MotionField) -> torch.Tensor:
         log_brightness_std,
         frozen,
         mean_conf,
+        return_ratio,
     ]
     assert len(columns) == len(MOTION_FEATURES)
     return torch.stack(columns, 1)

@@ -17,6 +17,9 @@ from torch import nn
 from icreward.errors import IcrewardError
 
 ScorerFactory = Callable[..., "Scorer"]
+# The heads a reward can have, and the label of a pair record's `labels` that each one is judged (and trained) on.
+HEAD_LABELS = {"consistency": "ic", "motion": "motion", "text": "text", "guidance": "overall"}
+HEAD_NAMES = tuple(HEAD_LABELS)
 _METRICS: dict[str, ScorerFactory] = {}
 
 # The value ranges a caller may declare (`value_range=`): "0,1" is what every scorer computes on, "-1,1" (what VAE
@@ -207,9 +210,14 @@ class Scorer(nn.Module):
     """
 
     name: str = "scorer"
+    # The head a scorer's reward answers (`HEAD_NAMES`): "consistency" for image-video consistency, "motion" for a
+    # motion measure (dynamic degree), "text" for agreement with the prompt (camera motion). Models with several
+    # heads answer each of them (`RewardModel.head_names`).
+    dimension: str = "consistency"
     num_frames: int = 16
     max_side: int | None = 512
     needs_weights: bool = False  # True where the scorer loads pretrained weights (not available offline)
+    selected_head: str | None = None  # set by `select_head`; what a call returns (None: the scorer's own reward)
 
     def __call__(
         self,
@@ -224,6 +232,32 @@ class Scorer(nn.Module):
         tensors hold."""
         image, video = self.checked_inputs(image, video, value_range)
         return super().__call__(image, video, prompt, *args, **kwargs)
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """The heads this scorer answers (a handcrafted metric: its one `dimension`)."""
+        return (self.dimension,)
+
+    def select_head(self, name: str) -> Scorer:
+        """Make `name` the head that calling the scorer returns (`reward` in every output); returns the scorer."""
+        if name not in self.head_names:
+            raise IcrewardError(
+                f"{self.name} has no {name!r} head; its heads: {', '.join(self.head_names)}"
+                + (f" (heads: {', '.join(HEAD_NAMES)})" if name not in HEAD_NAMES else "")
+            )
+        self.selected_head = name
+        return self
+
+    def all_heads(
+        self,
+        image: torch.Tensor,
+        video: torch.Tensor,
+        prompt: Sequence[str | None] | None = None,
+        *,
+        value_range: str = "0,1",
+    ) -> dict[str, torch.Tensor]:
+        """Every head's reward `[B]`, by name (a handcrafted metric has one, its `dimension`)."""
+        return {self.dimension: self(image, video, prompt, value_range=value_range)}
 
     def checked_inputs(self, image: torch.Tensor, video, value_range: str = "0,1", layout: str = "batch"):
         """`check_reward_inputs` (returns the tensors in [0, 1]), and float64 refused against lower-precision weights:
@@ -276,7 +310,28 @@ class Scorer(nn.Module):
         value_range: str = "0,1",
     ) -> float:
         """Reward of one (image, video) pair given as files or as `[3,H,W]` / `[T,3,H,W]` float tensors in [0, 1]
-        (or in [-1, 1] with `value_range="-1,1"`; files are always read into [0, 1])."""
+        (or in [-1, 1] with `value_range="-1,1"`; files are always read into [0, 1]): the selected head's (NaN for
+        the text head without a prompt)."""
+        image, video = self._single(image, video, value_range)
+        return float(self(image, video, None if prompt is None else [prompt])[0])
+
+    @torch.no_grad()
+    def score_heads(
+        self,
+        image: str | Path | torch.Tensor,
+        video: str | Path | torch.Tensor,
+        prompt: str | None = None,
+        *,
+        value_range: str = "0,1",
+    ) -> dict[str, float | None]:
+        """Every head's reward of one pair (as `score` takes it), by name; None where a head has no value (the
+        text head without a prompt)."""
+        image, video = self._single(image, video, value_range)
+        heads = self.all_heads(image, video, None if prompt is None else [prompt])
+        return {name: (float(v[0]) if math.isfinite(float(v[0])) else None) for name, v in heads.items()}
+
+    def _single(self, image, video, value_range: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pair as `[1,3,H,W]`, `[1,T,3,H,W]` tensors in [0, 1] on the scorer's device (files decoded)."""
         from icreward.media import load_image, load_video
 
         if isinstance(image, torch.Tensor):  # what the caller gave is checked against value_range; files are in [0, 1]
@@ -288,8 +343,7 @@ class Scorer(nn.Module):
         else:
             video = load_video(video, num_frames=self.num_frames, max_side=self.max_side)
         device = next((p.device for p in self.parameters()), torch.device("cpu"))
-        out = self(image[None].to(device), video[None].to(device), None if prompt is None else [prompt])
-        return float(out[0])
+        return image[None].to(device), video[None].to(device)
 
 
 def register_metric(name: str) -> Callable[[ScorerFactory], ScorerFactory]:

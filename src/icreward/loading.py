@@ -13,15 +13,21 @@ from icreward.interface import Scorer, metric_factory, registered_metrics
 from icreward.rules import DEFAULT_MODEL
 
 
-def list_metrics(offline_only: bool = False) -> list[str]:
-    """Names of the registered metrics; `offline_only` keeps those that need no pretrained weights.
+def list_metrics(offline_only: bool = False, dimension: str | None = None) -> list[str]:
+    """Names of the registered metrics; `offline_only` keeps those that need no pretrained weights, `dimension`
+    those of one head's dimension (`consistency`, `motion`, `text`).
 
-    Factories are registered as Scorer subclasses, so `needs_weights` is read off the class.
+    Factories are registered as Scorer subclasses, so `needs_weights` and `dimension` are read off the class.
     """
     import icreward.metrics  # noqa: F401  (registers the metrics)
 
     metrics = registered_metrics()
-    return sorted(n for n, f in metrics.items() if not (offline_only and getattr(f, "needs_weights", False)))
+    return sorted(
+        n
+        for n, f in metrics.items()
+        if not (offline_only and getattr(f, "needs_weights", False))
+        and (dimension is None or getattr(f, "dimension", "consistency") == dimension)
+    )
 
 
 def default_checkpoint() -> Path:
@@ -29,9 +35,15 @@ def default_checkpoint() -> Path:
     return Path(__file__).parent / "default_model"
 
 
-def load(name: str = DEFAULT_MODEL, **kwargs) -> Scorer:
+def load(name: str = DEFAULT_MODEL, head: str | None = None, **kwargs) -> Scorer:
     """Load a scorer by name: `default` for the shipped model, `metric:<name>` for a handcrafted metric, else a
-    checkpoint folder or hub id."""
+    checkpoint folder or hub id. `head` selects the head a call returns (`Scorer.select_head`; default: the
+    scorer's own, `consistency` for a model)."""
+    scorer = _load(name, **kwargs)
+    return scorer if head is None else scorer.select_head(head)
+
+
+def _load(name: str, **kwargs) -> Scorer:
     if name == DEFAULT_MODEL:  # a folder named "default" in the working directory is `./default`
         name = str(default_checkpoint())
     if name.startswith("metric:"):

@@ -13,11 +13,17 @@
      with the Bradley-Terry-with-ties loss, early stopping on the validation split;
   4. an ablation on the validation split: where the model without its head (its mean part folded into the score
      normalisation) ranks the validation pairs at least as well, the head is dropped (`head: none`);
-  5. evaluation on the recipe's own test split (sources never trained on), on the fixed wave-1 yardstick
+  5. stage 2, the task heads: data of their own (`heads_*`: prompts, the motion and text failure modes), the
+     video features read once with the consistency model frozen, the motion and text heads trained for each text
+     fusion (`film`, `cross`; the better on validation text accuracy kept), guidance's weights on `overall` labels
+     (`icreward.training.heads`);
+  6. evaluation on the recipe's own test split (sources never trained on), on the fixed wave-1 yardstick
      (`--yardstick`) and, where `--real-i2v` folders hold real I2V pairs, on the real-video check of
      `icreward.evaluation.robustness` (its `select` and `report` halves); with a head, each also without it (the
      head's output replaced by its validation mean);
-  6. the checkpoint (config.json, model.safetensors) and `card.json` (recipe, data, results, timings) written
+     and of every task head (`evaluate_heads`: the heads' test split, the static test on the real videos, the camera
+     text test, the PIA prompt check);
+  7. the checkpoint (config.json, model.safetensors) and `card.json` (recipe, data, results, timings) written
      atomically to `--out`; the scoring frame count is set to `score_frames`. `--out` may be new, empty or an
      earlier checkpoint; a folder holding other files is refused before any work unless `--overwrite` (then only
      those three files are replaced, the others are kept).
@@ -67,6 +73,21 @@ class DefaultRecipe:
     backbone_kwargs: dict[str, Any] = field(
         default_factory=lambda: {"image_size": 128, "patch_size": 8, "structure": 4}
     )
+    # Stage 2, the task heads (motion, text, guidance) on the consistency model of stage 1: data of their own with
+    # prompts, the motion and text failure modes, and enough consistency failures for guidance to weigh them.
+    heads_sources: int = 300
+    heads_seed: int = 2
+    heads_modes: tuple[str, ...] = (
+        *("jitter", "pingpong", "stutter", "camera_mismatch", "subject_opposite", "motion_missing"),
+        *("flicker", "color_drift", "subject_swap", "content_replacement", "subject_drift"),
+    )
+    heads_videos_per_image: int = 8
+    heads_pairs_per_image: int = 12
+    heads_split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    text_encoder: str = "minilm"
+    text_fusions: tuple[str, ...] = ("film", "cross", "gate")  # each trained on one reading; best on validation kept
+    head_epochs: int = 400
+    camera_photos: int = 12  # held-out library photos of the camera text test
 
 
 CHECKPOINT_MARKER = ("model.safetensors", "config.json")  # what marks an earlier checkpoint (config.json last)
@@ -76,8 +97,7 @@ OUTPUT_FILES = (*CHECKPOINT_MARKER, "card.json")  # what the recipe writes into 
 def synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None, progress: bool = True) -> Path:
     """The recipe's synthetic data folder under `work` (generated once, reused when complete)."""
     from icreward.synth import SynthConfig
-    from icreward.synth.dataset import config_record, generate
-    from icreward.synth.failures import FAILURE_MODES
+    from icreward.synth.failures import CONSISTENCY_MODES
 
     if recipe.modes not in ("all", "wave1"):
         raise ValueError(f"modes must be 'all' or 'wave1', got {recipe.modes!r}")
@@ -86,10 +106,31 @@ def synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None, pr
         seed=recipe.synth_seed,
         split_fractions=recipe.split_fractions,
         real_share=recipe.real_share,
-        modes=tuple(FAILURE_MODES) if recipe.modes == "all" else None,
+        modes=CONSISTENCY_MODES if recipe.modes == "all" else None,
     )
+    return _generate_once(config, work / "synth", workers, progress)
+
+
+def heads_synth_data(recipe: DefaultRecipe, work: Path, workers: int | None = None, progress: bool = True) -> Path:
+    """The task heads' synthetic data folder under `work` (prompts, motion and text failures; made once)."""
+    from icreward.synth import SynthConfig
+
+    config = SynthConfig(
+        n=recipe.heads_sources,
+        seed=recipe.heads_seed,
+        split_fractions=recipe.heads_split_fractions,
+        real_share=recipe.real_share,
+        modes=tuple(recipe.heads_modes),
+        videos_per_image=recipe.heads_videos_per_image,
+        pairs_per_image=recipe.heads_pairs_per_image,
+    )
+    return _generate_once(config, work / "synth-heads", workers, progress)
+
+
+def _generate_once(config, root: Path, workers: int | None, progress: bool) -> Path:
+    from icreward.synth.dataset import config_record, generate
+
     config.validate()
-    root = work / "synth"
     summary = root / "synth.json"
     if summary.is_file() and json.loads(summary.read_text())["config"] == json.loads(json.dumps(config_record(config))):
         return root
@@ -183,6 +224,78 @@ def drop_idle_head(model, val_manifest: Path) -> tuple[Any, dict[str, Any]]:
         "head_dropped": without >= with_head,
     }
     return (pruned if without >= with_head else model), ablation
+
+
+def train_heads(model, recipe: DefaultRecipe, data: Path, work: Path) -> dict[str, Any]:
+    """Stage 2: the task heads on `model` (in place), trained on `data`'s pairs. Each text fusion in
+    `recipe.text_fusions` is trained on the same reading of the videos; the one kept has the best mean of its
+    validation text accuracy and its accuracy on a camera set of the library's validation photos (the test photos
+    are kept for the report). Returns the training summary with every fusion's figures."""
+    import copy
+
+    from icreward.evaluation.heads_check import camera_check
+    from icreward.manifest import load_manifest
+    from icreward.synth.camera_set import build_camera_set
+    from icreward.synth.real_sources import real_imagery_available
+    from icreward.training.heads import HeadTrainConfig, read_features, train_task_heads
+
+    train_manifest, val_manifest = load_manifest(data / "train.jsonl"), load_manifest(data / "val.jsonl")
+    videos = read_features(model, [train_manifest, val_manifest], batch_size=16, device="cpu")
+    select_dir = work / "camera-set-val" if real_imagery_available() else None  # the camera sets are of real photos
+    if select_dir is not None and not (select_dir / "pairs.jsonl").is_file():
+        build_camera_set(select_dir, n_photos=recipe.camera_photos, seed=0, split="val", overwrite=True)
+    trials: dict[str, Any] = {}
+    best = None
+    for fusion in recipe.text_fusions:
+        config = HeadTrainConfig(
+            text_encoder=recipe.text_encoder, text_fusion=fusion, epochs=recipe.head_epochs, seed=recipe.seed
+        )
+        summary = train_task_heads(model, train_manifest, val_manifest, config, log=lambda _: None, videos=videos)
+        score = summary["val_accuracy"].get("text", 0.0)
+        if select_dir is not None:
+            summary["camera_val"] = camera_check({"model": model}, select_dir)["model"]
+            score = (score + summary["camera_val"]["accuracy"]) / 2
+        trials[fusion] = summary
+        if best is None or score > best[1]:
+            best = (fusion, score, copy.deepcopy(model.task_heads))
+    model.task_heads = best[2]
+    model.config.task_heads = best[2].config.to_dict()
+    return {"text_fusion": best[0], "fusions": trials}
+
+
+def evaluate_heads(
+    checkpoint: Path, data: Path, real_i2v: Sequence[Path], camera_dir: Path, recipe: DefaultRecipe
+) -> dict[str, Any]:
+    """The task heads measured: every head on the heads data's test split (against its own labels, and the static
+    test), the static test on the real videos (all, and per half of the real-video check's split), the camera text
+    test on the library's test photos (against `metric:camera-motion`) and the PIA prompt check."""
+    from icreward.evaluation.evaluate import evaluate_model
+    from icreward.evaluation.heads_check import camera_check, prompt_check, real_videos, static_check
+    from icreward.loading import load
+    from icreward.manifest import load_manifest
+    from icreward.synth.camera_set import build_camera_set
+
+    test = load_manifest(data / "test.jsonl", require_labels=True)
+    val = load_manifest(data / "val.jsonl", require_labels=True)
+    synth, _ = evaluate_model(str(checkpoint), test, val, n_resamples=200, seed=0, batch_size=16, device="cpu")
+    results: dict[str, Any] = {"synth_test": {"heads": synth["heads"], "static_wins": synth["static_wins"]}}
+    model = load(str(checkpoint))
+    roots = [r for r in real_i2v if (r / "manifest.jsonl").is_file()]
+    if roots:
+        items = real_videos(roots, num_frames=model.num_frames)
+        results["real_static"] = static_check(model, items)
+        results["real_static_dynamic_degree"] = static_check(load("metric:dynamic-degree"), items)
+        pia = [i for i in items if i.folder == "real-i2v-pia"]
+        if pia:
+            results["pia_prompts"] = prompt_check(model, pia)
+    from icreward.synth.real_sources import real_imagery_available
+
+    if real_imagery_available():  # the camera set is of real photographs
+        if not (camera_dir / "pairs.jsonl").is_file():
+            build_camera_set(camera_dir, n_photos=recipe.camera_photos, seed=0, split="test", overwrite=True)
+        scorers = {"model": model, "metric:camera-motion": load("metric:camera-motion")}
+        results["camera"] = camera_check(scorers, camera_dir)
+    return results
 
 
 CARD_CHECK_SYNTH = {"n": 4, "seed": 7, "frames": 8, "size": 128}  # a small synthetic set the card is checked on
@@ -298,6 +411,11 @@ def _make_default_model(
     model = load(str(result.out_dir))
     model, ablation = drop_idle_head(model, data / "val.jsonl")
     model.config.num_frames = model.num_frames = recipe.score_frames
+    heads_start = time.perf_counter()
+    heads_data = heads_synth_data(recipe, work, progress=progress)
+    heads_synth_seconds = time.perf_counter() - heads_start
+    heads_summary = train_heads(model, recipe, heads_data, work)
+    heads_seconds = time.perf_counter() - heads_start - heads_synth_seconds
     card = {
         "recipe": dataclasses.asdict(recipe),
         "data": {split: _count_lines(data / f"{split}.jsonl") for split in ("train", "val", "test")}
@@ -307,13 +425,20 @@ def _make_default_model(
             "val_pair_accuracy": result.best_val_accuracy,
             "val_pair_accuracy_ties": result.val_accuracy_ties,
             "head_ablation": ablation,
+            "task_heads": heads_summary,
         },
-        "seconds": {"synth": round(synth_seconds), "train": round(train_seconds)},
+        "seconds": {
+            "synth": round(synth_seconds),
+            "train": round(train_seconds),
+            "heads_synth": round(heads_synth_seconds),
+            "heads_train": round(heads_seconds),
+        },
     }
     with atomic_dir(out, own=OUTPUT_FILES, marker=CHECKPOINT_MARKER, overwrite=overwrite, what="checkpoint") as tmp:
         model.save_pretrained(tmp)  # config.json and model.safetensors; the card joins them below
         offset = None if ablation["head_dropped"] else ablation["head_part_mean"]
         card["results"] = evaluate_checkpoint(tmp, data / "test.jsonl", real_i2v, yardstick, offset)
+        card["results"]["heads"] = evaluate_heads(tmp, heads_data, real_i2v, work / "camera-set", recipe)
         card["check"] = card_check(load(str(tmp)), work)
         card["seconds"]["total"] = round(time.perf_counter() - start)
         text = json.dumps(card, indent=2) + "\n"
@@ -345,10 +470,13 @@ def main(argv: list[str] | None = None) -> int:
         "--yardstick", type=Path, default=None, help="the fixed wave-1 synthetic test (a synth folder) to check on"
     )
     parser.add_argument("--n-sources", type=int, default=defaults.n_sources)
+    parser.add_argument("--heads-sources", type=int, default=defaults.heads_sources)
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args(argv)
-    recipe = dataclasses.replace(defaults, n_sources=args.n_sources, epochs=args.epochs, seed=args.seed)
+    recipe = dataclasses.replace(
+        defaults, n_sources=args.n_sources, heads_sources=args.heads_sources, epochs=args.epochs, seed=args.seed
+    )
     try:
         card = make_default_model(
             recipe,

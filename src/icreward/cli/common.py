@@ -20,6 +20,26 @@ def add_model_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
 
 
+HEAD_CHOICES = ("consistency", "motion", "text", "guidance")  # icreward.interface.HEAD_NAMES (no torch import here)
+
+
+def add_head_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--head",
+        default="consistency",
+        choices=HEAD_CHOICES,
+        help="which head is `reward` (default: consistency; a handcrafted metric answers its own dimension). "
+        "guidance combines consistency, motion and text for fine-tuning and best-of-N; text needs a prompt",
+    )
+
+
+def select_head(scorer, head: str):
+    """`scorer` with `head` selected; a handcrafted metric answers only its own dimension, whatever its name."""
+    if head == "consistency" and scorer.dimension != "consistency" and len(scorer.head_names) == 1:
+        return scorer  # the default head on a metric of another dimension: its own reward
+    return scorer.select_head(head)
+
+
 def add_precision_option(p: argparse.ArgumentParser) -> None:
     from icreward.precision import PRECISION_HELP, PRECISIONS
 

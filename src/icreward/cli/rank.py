@@ -8,6 +8,7 @@ import sys
 
 from icreward.cli.common import (
     FRAMES_HELP,
+    add_head_option,
     add_model_option,
     add_precision_option,
     check_device,
@@ -15,6 +16,7 @@ from icreward.cli.common import (
     check_precision,
     frame_count,
     positive_int,
+    select_head,
 )
 
 
@@ -22,8 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("rank", help="best-of-N: rank several videos of one image by reward")
     p.add_argument("--image", required=True, help="conditioning image (decoded and encoded once)")
     p.add_argument("--videos", nargs="+", required=True, help="candidate videos of that image")
+    p.add_argument("--prompt", help="the prompt the videos were generated from (read by the text head and guidance)")
     add_model_option(p)
-    p.add_argument("--json", action="store_true", help='print {"image", "model", "ranking": [...]} instead of a table')
+    add_head_option(p)
+    p.add_argument(
+        "--json", action="store_true", help='print {"image", "model", "head", "ranking": [...]} instead of a table'
+    )
     p.add_argument("--top", type=positive_int, default=None, help="show only the K best, K >= 1")
     p.add_argument("--num-frames", type=frame_count, default=None, help=f"{FRAMES_HELP} (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass, >= 1 (default: 8)")
@@ -42,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from icreward.scoring import rank_videos
 
     torch.manual_seed(0)
-    scorer = load(args.model)
+    scorer = select_head(load(args.model), args.head)
     ranking = rank_videos(
         scorer,
         args.image,
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         num_frames=args.num_frames,
         device=args.device,
         precision=args.precision,
+        prompt=args.prompt,
     )
     shown = ranking[: args.top] if args.top else ranking
     if args.json:
@@ -58,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
             {"video": video, "reward": reward, "rank": rank, **({"error": error} if error else {})}
             for rank, (video, reward, error) in enumerate(shown, start=1)
         ]
-        print(json.dumps({"image": args.image, "model": args.model, "ranking": entries}))
+        head = scorer.selected_head or scorer.dimension
+        print(json.dumps({"image": args.image, "model": args.model, "head": head, "ranking": entries}))
     else:
         for rank, (video, reward, error) in enumerate(shown, start=1):
             print(f"{rank:>4}  {reward:>10.6f}  {video}" if error is None else f"{rank:>4}  {'error':>10}  {error}")

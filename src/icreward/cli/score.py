@@ -8,6 +8,7 @@ import sys
 
 from icreward.cli.common import (
     FRAMES_HELP,
+    add_head_option,
     add_model_option,
     add_precision_option,
     add_quiet_option,
@@ -16,6 +17,7 @@ from icreward.cli.common import (
     check_precision,
     frame_count,
     positive_int,
+    select_head,
 )
 from icreward.errors import IcrewardError
 
@@ -29,8 +31,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--out",
         help="output JSONL (required with --manifest): one line per input line; a file path, never the manifest",
     )
+    p.add_argument("--prompt", help="the prompt the video was generated from (single pair; manifests carry `prompt`)")
     add_model_option(p)
-    p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare reward")
+    add_head_option(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='every head: a single pair prints {"id", "reward", "heads": {...}}; manifest lines gain "heads" '
+        '("heads_a", "heads_b" for pairs)',
+    )
     p.add_argument("--num-frames", type=frame_count, default=None, help=f"{FRAMES_HELP} (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass, >= 1 (default: 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or mps (default: cpu)")
@@ -60,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise IcrewardError("--manifest needs --out")
     if single and args.out is not None:
         raise IcrewardError("--out goes with --manifest; a single pair's reward is printed")
+    if not single and args.prompt is not None:
+        raise IcrewardError("--prompt is for a single pair; a manifest gives each record's `prompt`")
     check_inputs(image=args.image, video=args.video, manifest=args.manifest)
     if not single:  # before the model loads and anything is scored: a refusal leaves nothing behind
         from icreward.scoring.resumable import check_output_paths
@@ -72,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from icreward.loading import load
 
     torch.manual_seed(0)
-    scorer = load(args.model)
+    scorer = select_head(load(args.model), args.head)
     if single:
         return _score_pair(scorer, args)
     from icreward.scoring.distributed import world
@@ -87,14 +98,23 @@ def _score_pair(scorer, args: argparse.Namespace) -> int:
 
     from icreward.scoring import Item, score_items
 
-    item = Item("single", Path(args.image), Path(args.video))
+    item = Item(Path(args.video).stem, Path(args.image), Path(args.video), args.prompt)
     (result,) = score_items(
-        scorer, [item], num_frames=args.num_frames, device=args.device, progress=False, precision=args.precision
+        scorer,
+        [item],
+        num_frames=args.num_frames,
+        device=args.device,
+        progress=False,
+        precision=args.precision,
+        heads=args.json,
     )
-    if result.error:
+    if result.error and not (args.json and result.heads):
         raise IcrewardError(result.error)
-    if args.json:
-        print(json.dumps({"image": args.image, "video": args.video, "model": args.model, "reward": result.reward}))
+    if args.json:  # exactly one JSON object on stdout; a head without a value (text, no prompt) is null
+        print(json.dumps({"id": item.key, "reward": result.reward, "heads": result.heads[0]}))
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)
+            return 1
     else:
         print(f"{result.reward:.6f}")
     return 0
@@ -116,6 +136,7 @@ def _score_manifest(scorer, args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.quiet,
             precision=args.precision,
+            heads=args.json,
         )
     except KeyboardInterrupt:
         side = partial_path(args.out)
@@ -150,6 +171,7 @@ def _score_manifest_distributed(scorer, args: argparse.Namespace) -> int:
                 device=device,
                 progress=not args.quiet and rank == 0,
                 precision=args.precision,
+                heads=args.json,
             )
     finally:
         group.close()

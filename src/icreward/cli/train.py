@@ -108,6 +108,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument(
         "--no-tensorboard", dest="tensorboard", action="store_false", default=None, help="no TensorBoard events"
     )
+    g = p.add_argument_group(
+        "task heads (motion, text, guidance) on an existing model: icreward train --heads ... --init CKPT --data "
+        "TRAIN --val VAL --out DIR"
+    )
+    g.add_argument(
+        "--heads",
+        help="comma-separated task heads to train on the pairs' labels.motion / labels.text / labels.overall "
+        "(motion,text,guidance); the --init model's consistency head is kept as it is",
+    )
+    g.add_argument("--init", help="with --heads: the model (checkpoint folder or `default`) that gets the heads")
+    g.add_argument("--text-encoder", default="minilm", help="with --heads: minilm (offline default) or hf:<id>")
+    g.add_argument(
+        "--text-fusion", default="film", choices=["film", "cross", "gate"], help="with --heads (default: film)"
+    )
+    g.add_argument("--head-epochs", type=int, default=400, help="with --heads: full-batch steps (default: 400)")
     return p
 
 
@@ -191,6 +206,8 @@ def check_run(config: TrainConfig) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.heads is not None:
+        return _run_heads(args)
     import torch.distributed as dist
 
     config = config_from_args(args)
@@ -201,6 +218,36 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if dist.is_available() and dist.is_initialized():  # a clean exit under torchrun needs this
             dist.destroy_process_group()
+
+
+def _run_heads(args: argparse.Namespace) -> int:
+    """`--heads`: task heads trained on an existing model's frozen encoder pass (`icreward.training.heads`)."""
+    from icreward.atomic import check_not_an_input, check_readable_input
+
+    heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
+    unknown = sorted(set(heads) - {"motion", "text", "guidance"})
+    if unknown or not heads:
+        raise IcrewardError(f"--heads: choose from motion, text, guidance (got {args.heads!r})")
+    for flag in ("init", "data", "val", "out"):
+        if getattr(args, flag) is None:
+            raise IcrewardError(f"--heads needs --{flag}")
+    for flag in ("data", "val"):
+        check_readable_input(getattr(args, flag), f"--{flag}")
+    from pathlib import Path
+
+    check_not_an_input(Path(args.out), {"--data": args.data, "--val": args.val}, "--out", folder=True)
+    from icreward.training.heads import HeadTrainConfig, train_heads_run
+
+    config = HeadTrainConfig(
+        heads=heads,
+        text_encoder=args.text_encoder,
+        text_fusion=args.text_fusion,
+        epochs=args.head_epochs,
+        seed=args.seed if args.seed is not None else 0,
+    )
+    summary = train_heads_run(args.init, args.data, args.val, args.out, config)
+    print(json.dumps({"out": args.out, **summary}))
+    return 0
 
 
 def _run(config: TrainConfig) -> int:

@@ -16,12 +16,14 @@ DEFAULT_BENCHMARK = "icbench-synth"
 
 
 def expand_models(names: Sequence[str]) -> list[str]:
-    """Expand `metrics:offline` into every registered metric that needs no pretrained weights."""
+    """Expand `metrics:offline` into every registered consistency metric that needs no pretrained weights (the motion
+    and text metrics, `dynamic-degree` and `camera-motion`, are named on their own)."""
     from icreward.loading import list_metrics
 
     out: list[str] = []
     for name in names:
-        expanded = [f"metric:{m}" for m in list_metrics(offline_only=True)] if name == OFFLINE_METRICS else [name]
+        offline = list_metrics(offline_only=True, dimension="consistency")
+        expanded = [f"metric:{m}" for m in offline] if name == OFFLINE_METRICS else [name]
         out += [n for n in expanded if n not in out]
     return out
 
@@ -48,29 +50,96 @@ def pair_modes(rec) -> list[str]:
 
 
 def reward_pairs(scorer, manifest, *, batch_size: int, device: str, precision: str = "fp32") -> np.ndarray:
-    """Rewards `[n_pairs, 2]` (A, B) for a pair manifest; each distinct (image, video) is scored once."""
+    """Rewards `[n_pairs, 2]` (A, B) for a pair manifest; each distinct (image, video, prompt) is scored once."""
     return ensemble_reward_pairs([scorer], manifest, batch_size=batch_size, device=device, precision=precision)[0]
+
+
+def _pair_items(manifest) -> tuple[dict, list[list]]:
+    """The distinct (image, video, prompt) items of a pair manifest and, per record, the keys of its A and B."""
+    from icreward.scoring import Item
+
+    items: dict[tuple, Item] = {}
+    for rec in manifest.records:
+        for video in (rec.video_a, rec.video_b):
+            items.setdefault((rec.image, video, rec.prompt), Item(str(len(items)), rec.image, video, rec.prompt))
+    keys = [[items[(rec.image, v, rec.prompt)].key for v in (rec.video_a, rec.video_b)] for rec in manifest.records]
+    return items, keys
 
 
 def ensemble_reward_pairs(
     scorers, manifest, *, batch_size: int, device: str, precision: str = "fp32"
 ) -> list[np.ndarray]:
-    """Each scorer's rewards `[n_pairs, 2]` (A, B) for a pair manifest; each distinct (image, video) is decoded once
-    for all the scorers (they must sample videos alike, as the fold models of one recipe do)."""
-    from icreward.scoring import Item, score_items
+    """Each scorer's rewards `[n_pairs, 2]` (A, B) for a pair manifest; each distinct (image, video, prompt) is
+    decoded once for all the scorers (they must sample videos alike, as the fold models of one recipe do)."""
+    from icreward.scoring import score_items
 
-    items: dict[tuple[Path, Path], Item] = {}
-    for rec in manifest.records:
-        for video in (rec.video_a, rec.video_b):
-            items.setdefault((rec.image, video), Item(str(len(items)), rec.image, video))
+    items, keys = _pair_items(manifest)
     rewards: dict[str, tuple[float | None, ...]] = {}
     for res in score_items(scorers, list(items.values()), batch_size=batch_size, device=device, precision=precision):
         if res.error:
             names = ", ".join(dict.fromkeys(s.name for s in scorers))
             raise IcrewardError(f"{manifest.path}: cannot score with {names}: {res.error}")
         rewards[res.key] = res.rewards
-    keys = [[items[(rec.image, v)].key for v in (rec.video_a, rec.video_b)] for rec in manifest.records]
     return [np.array([[rewards[k][s] for k in pair] for pair in keys]) for s in range(len(scorers))]
+
+
+def head_reward_pairs(
+    scorer, manifest, *, batch_size: int, device: str, precision: str = "fp32"
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Every head's rewards `[n_pairs, 2]` (NaN where a head has no value, e.g. text without a prompt), from one
+    pass per distinct (image, video, prompt), and those items' head values by item key (for the static test)."""
+    from icreward.scoring import score_items
+
+    items, keys = _pair_items(manifest)
+    values: dict[str, dict[str, float | None]] = {}
+    for res in score_items(
+        scorer, list(items.values()), batch_size=batch_size, device=device, precision=precision, heads=True
+    ):
+        if not res.heads:
+            raise IcrewardError(f"{manifest.path}: cannot score with {scorer.name}: {res.error}")
+        values[res.key] = res.heads[0]
+    nan = float("nan")
+    out = {
+        head: np.array([[nan if values[k][head] is None else values[k][head] for k in pair] for pair in keys])
+        for head in scorer.head_names
+    }
+    return out, {"items": items, "values": values}
+
+
+def static_wins(scorer, scored: dict, *, device: str, precision: str = "fp32") -> dict[str, dict]:
+    """The static test: how often a frozen copy of the image (the image repeated for every frame) scores at least
+    as high as a real video of it, per head, over the distinct (image, video, prompt) items of a manifest (`scored`
+    from `head_reward_pairs`). Per head: `{"rate", "n"}`; items where the head has no value are left out."""
+    from icreward.media import load_image
+    from icreward.scoring.engine import batch_heads
+
+    frozen: dict[tuple, dict[str, float | None]] = {}
+    counts: dict[str, list[int]] = {head: [0, 0] for head in scorer.head_names}
+    for (image, _, prompt), item in scored["items"].items():
+        if (image, prompt) not in frozen:
+            still = load_image(image, max_side=scorer.max_side)
+            video = still[None].expand(scorer.num_frames, -1, -1, -1)
+            frozen[(image, prompt)] = batch_heads(scorer, [still], [video], device, precision, [prompt])[0]
+        for head, value in scored["values"][item.key].items():
+            still_value = frozen[(image, prompt)].get(head)
+            if value is None or still_value is None:
+                continue
+            counts[head][0] += still_value >= value
+            counts[head][1] += 1
+    return {head: {"rate": wins / n, "n": n} for head, (wins, n) in counts.items() if n}
+
+
+def head_labels(manifest, head: str) -> list[int | None]:
+    """Each pair's label for `head` (+1 A, -1 B, 0 tie, None where the record has none): `labels[HEAD_LABELS[head]]`,
+    and for consistency the record's `label` where `labels` has no `ic`."""
+    from icreward.interface import HEAD_LABELS
+
+    key = HEAD_LABELS[head]
+    out = []
+    for rec in manifest.records:
+        label = rec.labels.get(key, rec.label if head == "consistency" else None)
+        out.append(None if label is None else label_value(label))
+    return out
 
 
 def pointwise_agreement(records, rewards: np.ndarray, *, n_resamples: int, seed: int) -> dict:
@@ -148,12 +217,61 @@ def evaluate_rewards(
 def evaluate_model(
     name: str, test, val, *, n_resamples: int, seed: int, batch_size: int, device: str, precision: str = "fp32"
 ):
-    """Results dict of one model on the test manifest (tie threshold from `val` when given) and its pair rows."""
+    """Results dict of one model on the test manifest (tie threshold from `val` when given) and its pair rows.
+
+    The results are those of the model's reward (its selected head) against the pairs' `label`, as they always were;
+    `heads[HEAD]` has the same keys for every head against the labels of its own dimension (`labels.ic` / `motion` /
+    `text` / `overall`, pairs without that label or without a value left out), and `static_wins[HEAD]` how often a
+    frozen copy of the image scores at least as high as the real videos (`static_wins`).
+    """
     from icreward.loading import load
 
     scorer = load(name)
-    rewards = reward_pairs(scorer, test, batch_size=batch_size, device=device, precision=precision)
-    val_rewards = None
-    if val is not None:
-        val_rewards = reward_pairs(scorer, val, batch_size=batch_size, device=device, precision=precision)
-    return evaluate_rewards(name, test, rewards, val, val_rewards, n_resamples=n_resamples, seed=seed)
+    kwargs = {"batch_size": batch_size, "device": device, "precision": precision}
+    heads, scored = head_reward_pairs(scorer, test, **kwargs)
+    val_heads = head_reward_pairs(scorer, val, **kwargs)[0] if val is not None else None
+    main = scorer.selected_head or scorer.dimension
+    result, rows = evaluate_rewards(
+        name, test, heads[main], val, None if val is None else val_heads[main], n_resamples=n_resamples, seed=seed
+    )
+    per_head = {}
+    for head, rewards in heads.items():
+        keep = [
+            i for i, label in enumerate(head_labels(test, head)) if label is not None and np.isfinite(rewards[i]).all()
+        ]
+        if not keep:
+            continue
+        sub_test = _subset(test, keep, head)
+        sub_val = sub_val_rewards = None
+        if val is not None:
+            val_keep = [
+                i
+                for i, label in enumerate(head_labels(val, head))
+                if label is not None and np.isfinite(val_heads[head][i]).all()
+            ]
+            if val_keep:
+                sub_val, sub_val_rewards = _subset(val, val_keep, head), val_heads[head][val_keep]
+        per_head[head] = evaluate_rewards(
+            name, sub_test, rewards[keep], sub_val, sub_val_rewards, n_resamples=n_resamples, seed=seed
+        )[0]
+    result["heads"] = per_head
+    result["static_wins"] = static_wins(scorer, scored, device=device, precision=precision)
+    return result, rows
+
+
+def _subset(manifest, keep: list[int], head: str):
+    """The records `keep` of a manifest, each with its `head` label as `label` (what evaluate_rewards reads)."""
+    import copy
+    import dataclasses
+
+    from icreward.interface import HEAD_LABELS
+
+    key = HEAD_LABELS[head]
+    records = []
+    for i in keep:
+        rec = manifest.records[i]
+        label = rec.labels.get(key, rec.label if head == "consistency" else None)
+        records.append(dataclasses.replace(rec, label=label))
+    sub = copy.copy(manifest)
+    sub.records = records
+    return sub

@@ -51,6 +51,7 @@ class RewardModelConfig:
     score_std: float = 1.0
     tie_threshold: float | None = None  # |r_A - r_B| of normalised rewards up to which a pair is called a tie
     training: dict[str, Any] = field(default_factory=dict)  # the trainer's metadata: data hash, loss, epochs, ...
+    task_heads: dict[str, Any] | None = None  # motion / text / guidance heads (`icreward.models.task_heads`)
 
     def __post_init__(self) -> None:
         """Check every field's type and range, so a bad config.json is refused at load naming the field (raises
@@ -73,6 +74,11 @@ class RewardModelConfig:
         check_float(self, "score_std", above=0)
         check_float(self, "tie_threshold", minimum=0, optional=True)
         check_dict(self, "training")
+        if self.task_heads is not None:
+            check_dict(self, "task_heads")
+            from icreward.models.task_heads import TaskHeadsConfig
+
+            TaskHeadsConfig.from_dict(self.task_heads)  # raises ValueError naming the field
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -165,6 +171,43 @@ class RewardModel(Scorer):
         self.name = self.model_type
         self.num_frames = config.num_frames
         self.backbone_trainable = apply_backbone_policy(self.backbone, config.backbone_policy)
+        self.task_heads = None
+        if config.task_heads is not None:
+            from icreward.models.task_heads import TaskHeads, TaskHeadsConfig
+
+            self.task_heads = TaskHeads(TaskHeadsConfig.from_dict(config.task_heads))
+            config.task_heads = self.task_heads.config.to_dict()
+        self.selected_head = "consistency"
+
+    # ---- heads: consistency (the model's own head) and the task heads it carries
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """The heads this model answers: consistency, then motion / text / guidance where it carries them."""
+        return ("consistency", *(self.task_heads.names if self.task_heads is not None else ()))
+
+    def all_heads(
+        self,
+        image: torch.Tensor,
+        video: torch.Tensor,
+        prompt: Sequence[str | None] | None = None,
+        *,
+        value_range: str = "0,1",
+    ) -> dict[str, torch.Tensor]:
+        """Every head's reward `[B]` from one encoder pass (NaN for `text` where an item has no prompt), inputs
+        checked as a call is. `forward` returns the selected one of them (`select_head`)."""
+        image, video = self.checked_inputs(image, video, value_range)
+        return self._all_heads(image, video, prompt)
+
+    def _all_heads(
+        self, image: torch.Tensor, video: torch.Tensor, prompt: Sequence[str | None] | None
+    ) -> dict[str, torch.Tensor]:
+        consistency = self.normalize(self.head(*self.encode(image, video)))
+        if self.task_heads is None:
+            return {"consistency": consistency}
+        from icreward.models.task_heads import motion_inputs
+
+        return {"consistency": consistency, **self.task_heads(consistency, motion_inputs(video), prompt)}
 
     # ---- the model: encode -> head -> normalize
 
@@ -207,6 +250,8 @@ class RewardModel(Scorer):
         The B videos go through the backbone as one clip of B*T frames (it sees frames one by one), and the image's
         tokens are shared by every video in the head. Inputs are checked as a call is (`check_reward_inputs`).
         """
+        if self.selected_head != "consistency":  # the task heads read the video alone: broadcast the image
+            return super().rewards_for_image(image, videos, prompt, value_range=value_range)
         image, videos = self.checked_inputs(image, videos, value_range, layout="shared")
         b, t = videos.shape[:2]
         img_tokens, (vid_tokens,) = self.encode_videos(image[None], videos.flatten(0, 1)[None])  # (1,..), (1,B*T,..)
@@ -229,10 +274,14 @@ class RewardModel(Scorer):
         prompt: Sequence[str] | None = None,
         return_attention: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, dict]:
-        """Normalised reward `[B]` of `image [B,3,H,W]` and `video [B,T,3,H,W]` in [0, 1], differentiable w.r.t. both.
-
-        `prompt` is accepted for the shared scorer interface and not used yet (no text branch).
+        """Normalised reward `[B]` of `image [B,3,H,W]` and `video [B,T,3,H,W]` in [0, 1], differentiable w.r.t. both:
+        the selected head's (`select_head`; `consistency` unless another was chosen). `prompt` (one string or None
+        per item) is read by the text head, and by guidance through it.
         """
+        if self.selected_head != "consistency":
+            if return_attention:
+                raise ValueError(f"attention maps belong to the consistency head, not {self.selected_head!r}")
+            return self._all_heads(image, video, prompt)[self.selected_head]
         out = self.head(*self.encode(image, video), return_attention=return_attention)
         if return_attention:
             return self.normalize(out[0]), out[1]
@@ -358,6 +407,8 @@ class RewardModel(Scorer):
         """
         if training is not None:
             self.config.training = json.loads(json.dumps(training))
+        if self.task_heads is not None:  # the heads' statistics and normalisation live in their own config
+            self.config.task_heads = json.loads(json.dumps(self.task_heads.config.to_dict()))
         if not save_backbone and not self._backbone_rebuilds_from_spec():
             raise ValueError(
                 f"save_backbone=False needs a frozen hf: backbone (its weights come back from its spec); this one is "

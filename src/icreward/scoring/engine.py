@@ -34,15 +34,18 @@ class Item:
     key: str
     image: Path
     video: Path
+    prompt: str | None = None  # read by the text head (and guidance through it); other heads ignore it
 
 
 @dataclass
 class ItemResult:
-    """The rewards of one item, one per scorer in the order given (None where not finite), or why there are none."""
+    """The rewards of one item, one per scorer in the order given (None where not finite), or why there are none;
+    with `heads=True` scoring, also every head of each scorer (`heads[i]`: name -> value, None where it has none)."""
 
     key: str
     rewards: tuple[float | None, ...] = ()
     error: str | None = None
+    heads: tuple[dict[str, float | None], ...] = ()
 
     @property
     def reward(self) -> float | None:
@@ -70,21 +73,52 @@ def shape_batches(shapes: Sequence[Hashable], batch_size: int) -> list[list[int]
     return [idx[i : i + batch_size] for idx in groups.values() for i in range(0, len(idx), batch_size)]
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def batch_rewards(
     scorer: Scorer,
     images: Sequence[torch.Tensor],
     videos: Sequence[torch.Tensor],
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    prompts: Sequence[str | None] | None = None,
 ) -> list[float | None]:
     """Rewards of same-shape `[3,H,W]` images and `[T,3,H,W]` videos in one forward pass; None where not finite.
 
-    `precision`: fp32 (no autocast), bf16 or fp16 (autocast on `device`, see `icreward.precision`)."""
+    `precision`: fp32 (no autocast), bf16 or fp16 (autocast on `device`, see `icreward.precision`); `prompts`: one
+    per item (or None), for the text head."""
     from icreward.precision import autocast
 
     with torch.no_grad(), autocast(device, precision):
-        rewards = scorer(torch.stack(list(images)).to(device), torch.stack(list(videos)).to(device))  # (B,)
-    return [r if math.isfinite(r) else None for r in rewards.float().cpu().tolist()]
+        rewards = scorer(torch.stack(list(images)).to(device), torch.stack(list(videos)).to(device), prompts)  # (B,)
+    return [_finite(r) for r in rewards.float().cpu().tolist()]
+
+
+def batch_heads(
+    scorer: Scorer,
+    images: Sequence[torch.Tensor],
+    videos: Sequence[torch.Tensor],
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    prompts: Sequence[str | None] | None = None,
+) -> list[dict[str, float | None]]:
+    """Every head of `scorer` for same-shape items in one pass: one `{head: value or None}` per item."""
+    from icreward.precision import autocast
+
+    with torch.no_grad(), autocast(device, precision):
+        heads = scorer.all_heads(torch.stack(list(images)).to(device), torch.stack(list(videos)).to(device), prompts)
+    values = {name: v.float().cpu().tolist() for name, v in heads.items()}
+    return [{name: _finite(v[i]) for name, v in values.items()} for i in range(len(images))]
+
+
+def missing_reward(scorer: Scorer, prompt: str | None, head: str | None = None) -> str:
+    """Why an item has no reward: the text head (or a prompt-judged metric) without a prompt, or not finite."""
+    head = head or scorer.selected_head or scorer.dimension
+    if head == "text" and not prompt:
+        return "no prompt: the text head has no value without one (give --prompt, or a prompt in the manifest)"
+    return NOT_FINITE
 
 
 def score_tensors(
@@ -156,8 +190,11 @@ def score_items(
     device: str | torch.device = "cpu",
     progress: bool = True,
     precision: str = "fp32",
+    heads: bool = False,
 ) -> Iterator[ItemResult]:
     """Yield one result per item, in order, with one reward per scorer (several scorers: each video decoded once).
+    With `heads`, each result also holds every head of every scorer (`ItemResult.heads`), from the same pass; the
+    reward is then the selected head's value among them.
 
     Consecutive items whose image and video tensors have the same shapes are scored as one batch; an item whose
     media cannot be read, or whose reward is not finite, yields a result with `error` set and the rest go on.
@@ -186,10 +223,20 @@ def score_items(
         batch = list(pending)
         pending.clear()
         images, videos = [p[1] for p in batch], [p[2] for p in batch]
-        per_scorer = [batch_rewards(s, images, videos, device, precision) for s in scorers]  # (S, B)
+        prompts = [p[0].prompt for p in batch]
+        if heads:
+            per_heads = [batch_heads(s, images, videos, device, precision, prompts) for s in scorers]  # (S, B)
+            per_scorer = [
+                [h[s.selected_head or s.dimension] for h in hs] for s, hs in zip(scorers, per_heads, strict=True)
+            ]
+        else:
+            per_scorer = [batch_rewards(s, images, videos, device, precision, prompts) for s in scorers]  # (S, B)
         bar.update(len(batch))  # before the results go out: a caller may stop taking them at its last one
-        for (item, _, _), rewards in zip(batch, zip(*per_scorer, strict=True), strict=True):
-            yield ItemResult(item.key, rewards, NOT_FINITE if None in rewards else None)
+        for b, ((item, _, _), rewards) in enumerate(zip(batch, zip(*per_scorer, strict=True), strict=True)):
+            missing = next((i for i, r in enumerate(rewards) if r is None), None)
+            error = None if missing is None else missing_reward(scorers[missing], item.prompt)
+            item_heads = tuple(hs[b] for hs in per_heads) if heads else ()
+            yield ItemResult(item.key, rewards, error, item_heads)
 
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:

@@ -11,7 +11,7 @@ import torch
 
 from icreward.errors import IcrewardError
 from icreward.interface import Scorer
-from icreward.scoring.engine import NOT_FINITE, prefetch
+from icreward.scoring.engine import missing_reward, prefetch
 
 
 def rank_videos(
@@ -23,6 +23,8 @@ def rank_videos(
     num_frames: int | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    prompt: str | None = None,
+    head: str | None = None,
 ) -> list[tuple[str, float | None, str | None]]:
     """Best-of-N: `videos` of one `image` sorted by reward, highest first, as `(video, reward, error)`.
 
@@ -30,6 +32,8 @@ def rank_videos(
     `scorer.rewards_for_image` (a learned model encodes it once for all of them). A video that cannot be read comes
     last with reward None and its error; equal rewards keep input order. An image that cannot be read raises
     `MediaError`. `precision`: fp32 (default, no autocast), bf16 or fp16 autocast on `device` (`icreward.precision`).
+    `prompt` is the prompt all the videos were made from (read by the text head and guidance); `head` ranks by that
+    head (default: the scorer's selected one), computed with the others in one pass.
     """
     from icreward.media import check_num_frames, load_image, load_video
     from icreward.precision import autocast
@@ -37,6 +41,9 @@ def rank_videos(
     autocast(device, precision)  # refuses an unknown precision, or one the device lacks, before anything is read
 
     scorer = scorer.to(device).eval()
+    own = scorer.selected_head or scorer.dimension
+    if head is not None and head not in scorer.head_names:
+        raise IcrewardError(f"{scorer.name} has no {head!r} head; its heads: {', '.join(scorer.head_names)}")
     frames = check_num_frames(scorer.num_frames if num_frames is None else num_frames)
     if not isinstance(image, torch.Tensor):
         image = load_image(image, max_side=scorer.max_side)
@@ -48,10 +55,14 @@ def rank_videos(
     def flush(shape: tuple) -> None:
         batch = pending.pop(shape)
         clips = torch.stack([v for _, v in batch]).to(device)  # (B, T, 3, H, W)
+        prompts = [prompt] * len(batch)
         with torch.no_grad(), autocast(device, precision):
-            out = scorer.rewards_for_image(image, clips)  # (B,)
+            if head is None or head == own:
+                out = scorer.rewards_for_image(image, clips, prompts)  # (B,)
+            else:
+                out = scorer.all_heads(image.expand(len(batch), *image.shape), clips, prompts)[head]
         for (i, _), r in zip(batch, out.float().cpu().tolist(), strict=True):
-            rewards[i], errors[i] = (r, None) if math.isfinite(r) else (None, NOT_FINITE)
+            rewards[i], errors[i] = (r, None) if math.isfinite(r) else (None, missing_reward(scorer, prompt, head))
 
     def load(i: int) -> tuple[int, torch.Tensor | None]:
         try:

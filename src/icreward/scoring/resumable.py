@@ -33,13 +33,16 @@ def iter_manifest_records(
     """`(line, output record)` of each line of a loaded `Manifest` whose id is not in `skip`, each yielded as soon as
     its videos are scored: the manifest's invalid lines first, then the records in input order.
 
-    Records are `{"id", "reward"}`, `{"id", "reward_a", "reward_b"}` or `{"id", "line", "error"}`; `kwargs` go to
-    `score_items`.
+    Records are `{"id", "reward"}`, `{"id", "reward_a", "reward_b"}` or `{"id", "line", "error"}`; with
+    `heads=True` (in `kwargs`, which go to `score_items`) also every head of the scorer: `"heads"` (pointwise) or
+    `"heads_a"` / `"heads_b"` (pairs), `{head: value or null}`. Each record's `prompt` goes to the text head.
     """
     for err in manifest.skipped:
         yield err.line or 0, {"id": err.record_id, "line": err.line, "error": err.reason}
     todo = [rec for rec in manifest.records if rec.id not in skip]
-    items = [Item(f"{rec.id}\0{key}", rec.image, video) for rec in todo for key, video in reward_videos(rec)]
+    items = [
+        Item(f"{rec.id}\0{key}", rec.image, video, rec.prompt) for rec in todo for key, video in reward_videos(rec)
+    ]
     results = score_items(scorer, items, **kwargs)
     for rec in todo:
         parts = {key: next(results) for key, _ in reward_videos(rec)}
@@ -47,7 +50,11 @@ def iter_manifest_records(
         if errors:
             yield rec.line, {"id": rec.id, "line": rec.line, "error": "; ".join(errors)}
         else:
-            yield rec.line, {"id": rec.id, **{key: r.reward for key, r in parts.items()}}
+            out = {"id": rec.id, **{key: r.reward for key, r in parts.items()}}
+            for key, r in parts.items():
+                if r.heads:
+                    out[key.replace("reward", "heads")] = r.heads[0]
+            yield rec.line, out
 
 
 def score_manifest(scorer: Scorer, manifest_path: str | Path, **kwargs) -> list[dict]:

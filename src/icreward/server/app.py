@@ -74,6 +74,8 @@ class ScorePaths(BaseModel):
     image: str = Field(description="conditioning image (PNG, JPEG, WebP, ...)", examples=["cats/cat.png"])
     video: str = Field(description="generated video (mp4, webm, gif, frame folder, .npy)", examples=["cats/cat.mp4"])
     num_frames: int | None = Field(None, description="frames sampled from the video (default: the model's)")
+    prompt: str | None = Field(None, description="the prompt the video was made from (text head, guidance)")
+    head: str | None = Field(None, description="which head is `reward` (default: the served model's own)")
 
 
 class RankPaths(BaseModel):
@@ -82,12 +84,18 @@ class RankPaths(BaseModel):
     image: str = Field(description="conditioning image", examples=["cats/cat.png"])
     videos: list[str] = Field(description="candidate videos of that image", examples=[["cats/a.mp4", "cats/b.mp4"]])
     num_frames: int | None = Field(None, description="frames sampled from each video (default: the model's)")
+    prompt: str | None = Field(None, description="the prompt the videos were made from (text head, guidance)")
+    head: str | None = Field(None, description="which head ranks them (default: the served model's own)")
 
 
 class ScoreResponse(BaseModel):
-    reward: float = Field(description="consistency of the video with the image; higher = more consistent")
+    reward: float = Field(description="the selected head's value (consistency unless `head` asks otherwise)")
     model: str = Field(description="the model that scored it, as given to --model")
     num_frames: int = Field(description="frames sampled from the video")
+    head: str = Field(description="the head `reward` is")
+    heads: dict[str, float | None] = Field(
+        description="every head of the model, from the same pass; null where a head has no value (text, no prompt)"
+    )
 
 
 class RankedVideo(BaseModel):
@@ -101,6 +109,7 @@ class RankResponse(BaseModel):
     image: str
     model: str
     num_frames: int
+    head: str = Field(description="the head the videos are ranked by")
     ranking: list[RankedVideo] = Field(description="best first")
 
 
@@ -162,6 +171,8 @@ def _bodies(paths_model: type[BaseModel], files: dict[str, str], list_field: str
     if list_field is not None:
         form[list_field] = {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "videos"}
     form["num_frames"] = {"type": "integer", "description": "frames sampled per video (default: the model's)"}
+    form["prompt"] = {"type": "string", "description": "the prompt the video(s) came from (text head, guidance)"}
+    form["head"] = {"type": "string", "description": "which head is the reward (default: the served model's own)"}
     required = [*files, *([list_field] if list_field else [])]
     return {
         "requestBody": {
@@ -293,6 +304,14 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
             )
         return media.num_frames
 
+    def head_of(media: RequestMedia) -> str:
+        """The head a request asks for (the served scorer's own by default); 422 for one it does not have."""
+        own = scorer.selected_head or scorer.dimension
+        if media.head is not None and media.head not in scorer.head_names:
+            raise HTTPException(422, f"head: {media.head!r} is not a head of this model; its heads: "
+                                f"{', '.join(scorer.head_names)}")  # fmt: skip
+        return media.head or own
+
     def check_decode(media: RequestMedia, num_frames: int) -> None:
         """HTTP 413 where decoding the request's media would take over --max-decode-mb (or a frame is over the
         pixel limit), read from the headers; a file whose header cannot be read is left to the decoder's error."""
@@ -384,14 +403,21 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
         async def work() -> ScoreResponse:
             async with request_media(request, policy, ScorePaths, ("image", "video"), None) as media:
                 num_frames = frames_of(media)
+                head = head_of(media)
                 await run_in_threadpool(check_decode, media, num_frames)
-                future = batcher.submit_score(media.paths["image"], media.paths["video"], num_frames)
+                future = batcher.submit_score(
+                    media.paths["image"], media.paths["video"], num_frames, media.prompt, head
+                )
                 outcome: ScoreOutcome = await outcome_of(future)
             if outcome.error is not None:
                 raise HTTPException(422, _media_detail(outcome.field, media.labels[outcome.field], outcome.error))
             if outcome.reward is None:
+                if head == "text" and not media.prompt:
+                    raise HTTPException(422, "the text head has no value without a prompt: send `prompt`")
                 raise HTTPException(500, "the model gave a reward that is not a finite number")
-            return ScoreResponse(reward=outcome.reward, model=model_name, num_frames=num_frames)
+            return ScoreResponse(
+                reward=outcome.reward, model=model_name, num_frames=num_frames, head=head, heads=outcome.heads
+            )
 
         return await answer("score", work)
 
@@ -412,10 +438,12 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
                 request, policy, RankPaths, ("image",), "videos", max_list=settings.max_rank_videos
             ) as media:
                 num_frames = frames_of(media)
+                head = head_of(media)
                 await run_in_threadpool(check_decode, media, num_frames)
                 label = dict(zip(map(str, media.videos), media.video_labels, strict=True))
                 try:
-                    ranking = await outcome_of(batcher.submit_rank(media.paths["image"], media.videos, num_frames))
+                    job = batcher.submit_rank(media.paths["image"], media.videos, num_frames, media.prompt, head)
+                    ranking = await outcome_of(job)
                 except MediaError as e:
                     raise HTTPException(422, _media_detail("image", media.labels["image"], e)) from None
             entries = [
@@ -427,7 +455,9 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
                 )
                 for i, (video, reward, error) in enumerate(ranking, start=1)
             ]
-            return RankResponse(image=media.labels["image"], model=model_name, num_frames=num_frames, ranking=entries)
+            return RankResponse(
+                image=media.labels["image"], model=model_name, num_frames=num_frames, head=head, ranking=entries
+            )
 
         return await answer("rank", work)
 

@@ -21,7 +21,8 @@ import torch
 
 from icreward.errors import IcrewardError
 from icreward.interface import Scorer
-from icreward.scoring import batch_rewards, rank_videos, shape_batches
+from icreward.scoring import rank_videos, shape_batches
+from icreward.scoring.engine import batch_heads
 
 
 @dataclass
@@ -29,6 +30,8 @@ class ScoreJob:
     image: Path
     video: Path
     num_frames: int
+    prompt: str | None = None
+    head: str | None = None  # which head is the reward (None: the scorer's selected one)
     future: Future = field(default_factory=Future)  # -> ScoreOutcome
 
 
@@ -37,6 +40,8 @@ class RankJob:
     image: Path
     videos: list[Path]
     num_frames: int
+    prompt: str | None = None
+    head: str | None = None
     future: Future = field(default_factory=Future)  # -> rank_videos' list of (video, reward, error)
 
 
@@ -47,6 +52,7 @@ class ScoreOutcome:
     reward: float | None = None
     field: str | None = None
     error: IcrewardError | None = None
+    heads: dict[str, float | None] | None = None  # every head of the scorer, None where one has no value
 
 
 @dataclass
@@ -78,6 +84,11 @@ class _CountingScorer:
         rewards = self._scorer.rewards_for_image(image, videos, prompt)
         self._count(len(videos))
         return rewards
+
+    def all_heads(self, image: torch.Tensor, videos: torch.Tensor, prompt=None) -> dict[str, torch.Tensor]:
+        heads = self._scorer.all_heads(image, videos, prompt)
+        self._count(len(videos))
+        return heads
 
 
 _STOP = object()
@@ -124,11 +135,15 @@ class MicroBatcher:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def submit_score(self, image: Path, video: Path, num_frames: int) -> Future:
-        return self._submit(ScoreJob(image, video, num_frames))
+    def submit_score(
+        self, image: Path, video: Path, num_frames: int, prompt: str | None = None, head: str | None = None
+    ) -> Future:
+        return self._submit(ScoreJob(image, video, num_frames, prompt, head))
 
-    def submit_rank(self, image: Path, videos: list[Path], num_frames: int) -> Future:
-        return self._submit(RankJob(image, videos, num_frames))
+    def submit_rank(
+        self, image: Path, videos: list[Path], num_frames: int, prompt: str | None = None, head: str | None = None
+    ) -> Future:
+        return self._submit(RankJob(image, videos, num_frames, prompt, head))
 
     def stats(self) -> BatcherStats:
         with self._lock:
@@ -200,14 +215,16 @@ class MicroBatcher:
             chunk = [ready[i] for i in batch]
             try:
                 images, videos = [m[0] for _, m in chunk], [m[1] for _, m in chunk]
-                rewards = batch_rewards(self.scorer, images, videos, self.device, self.precision)
+                prompts = [job.prompt for job, _ in chunk]
+                heads = batch_heads(self.scorer, images, videos, self.device, self.precision, prompts)
             except Exception as e:
                 for job, _ in chunk:
                     self._answer(job, error=e)
                 continue
             self._count_batch(len(chunk))
-            for (job, _), reward in zip(chunk, rewards, strict=True):
-                self._answer(job, ScoreOutcome(reward=reward))
+            own = self.scorer.selected_head or self.scorer.dimension
+            for (job, _), values in zip(chunk, heads, strict=True):
+                self._answer(job, ScoreOutcome(reward=values.get(job.head or own), heads=values))
 
     def _rank(self, job: RankJob) -> None:
         from icreward.media import load_image
@@ -229,6 +246,8 @@ class MicroBatcher:
                     num_frames=job.num_frames,
                     device=self.device,
                     precision=self.precision,
+                    prompt=job.prompt,
+                    head=job.head,
                 ):
                     ranked.append((unused[video].pop(0), video, reward, error))
         except Exception as e:

@@ -111,6 +111,8 @@ class RequestMedia:
     videos: list[Path] = field(default_factory=list)  # the list input of /rank
     video_labels: list[str] = field(default_factory=list)
     num_frames: int | None = None
+    prompt: str | None = None  # the prompt the video(s) came from (the text head and guidance read it)
+    head: str | None = None  # which head is the reward (None: the served scorer's own)
 
 
 def _safe_suffix(filename: str | None) -> str:
@@ -140,6 +142,14 @@ def _num_frames(value: object) -> int | None:
         raise HTTPException(422, f"num_frames must be an integer, got {value!r}") from None
 
 
+def _text_field(value: object, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise HTTPException(422, f"{name} must be a text field, not a file")
+    return value
+
+
 @contextlib.asynccontextmanager
 async def request_media(
     request: Request,
@@ -161,7 +171,11 @@ async def request_media(
     if content_type == "multipart/form-data":
         async with request.form(max_files=1000, max_fields=100) as form:
             with tempfile.TemporaryDirectory(prefix="icreward-upload-") as tmp:
-                media = RequestMedia(num_frames=_num_frames(form.get("num_frames")))
+                media = RequestMedia(
+                    num_frames=_num_frames(form.get("num_frames")),
+                    prompt=_text_field(form.get("prompt"), "prompt"),
+                    head=_text_field(form.get("head"), "head"),
+                )
                 for name in files:
                     upload = form.get(name)
                     if not isinstance(upload, UploadFile):
@@ -184,7 +198,7 @@ async def request_media(
             problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors())
             raise HTTPException(422, f"invalid JSON body: {problems}") from None
         data = body.model_dump()
-        media = RequestMedia(num_frames=data.get("num_frames"))
+        media = RequestMedia(num_frames=data.get("num_frames"), prompt=data.get("prompt"), head=data.get("head"))
         for name in files:
             media.paths[name], media.labels[name] = policy.resolve(name, data[name]), data[name]
         if list_field is not None:
