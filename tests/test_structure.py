@@ -100,7 +100,17 @@ def test_the_library_never_imports_its_recipes():
     assert not offenders
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["score", "--help"], ["train", "--help"], ["experiment", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["score", "--help"],
+        ["train", "--help"],
+        ["experiment", "--help"],
+        ["import", "--help"],
+        ["rank", "--help"],
+    ],
+)
 def test_cli_help_does_not_import_torch(argv):
     code = (
         "import sys\nfrom icreward.cli import main\n"

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from icreward.errors import IcrewardError
     from icreward.evaluation.evaluate import evaluate_model, expand_models, resolve_data
     from icreward.evaluation.html import write_html_report
-    from icreward.evaluation.report import format_per_mode_table, format_table, write_report
+    from icreward.evaluation.report import format_heads_table, format_per_mode_table, format_table, write_report
     from icreward.manifest import format_skipped, load_manifest
     from icreward.rules import DEFAULT_MODEL
 
@@ -102,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     print("\nPairwise accuracy (%) per failure mode (pairs without human ties):")
     print(format_per_mode_table(results))
+    heads = format_heads_table(results)
+    if heads:
+        print("\nEvery head against its own labels, and the static test (a frozen copy of the image vs the videos):")
+        print(heads)
     if args.report:
         meta = {"data": str(test.path), "val": str(val.path) if val else None, "bootstrap": args.bootstrap}
         write_report(args.report, results, rows, meta=meta)

@@ -139,6 +139,33 @@ def format_per_mode_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     return _render(["mode", *results], rows, footer)
 
 
+def format_heads_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Rows = (model, head), each head judged against the labels of its own dimension: pair accuracy % without ties
+    (n: non-tie pairs) and the static test (how often a frozen copy of the image scores at least as high as the real videos,
+    lower is better). Empty when no model has heads results."""
+    rows = []
+    for name, result in results.items():
+        statics = result.get("static_wins", {})
+        for head in dict.fromkeys([*result.get("heads", {}), *statics]):
+            r = result.get("heads", {}).get(head, {})
+            accuracy = r.get("pair_accuracy")
+            n = r.get("n_nontie_pairs", r.get("n_pairs"))
+            static = statics.get(head, {})
+            rows.append(
+                [
+                    name,
+                    head,
+                    (_number(accuracy, "percent") + (f" (n={n})" if n is not None else "")) if _finite(accuracy)
+                    else MISSING,
+                    f"{_number(static['rate'], 'percent')} (n={static['n']})" if static else MISSING,
+                ]
+            )  # fmt: skip
+    if not rows:
+        return ""
+    footer = "labels: consistency <- ic (or label), motion <- motion, text <- text, guidance <- overall."
+    return _render(["model", "head", "pair acc % (own labels)", "frozen copy wins %"], rows, footer)
+
+
 def build_pair_rows(
     model: str,
     ids: Sequence[str],
