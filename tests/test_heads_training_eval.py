@@ -15,7 +15,9 @@ from icreward.errors import IcrewardError
 from icreward.media import load_image, load_video, write_video
 from icreward.models import ICRewardConfig, ICRewardModel
 from icreward.synth import SynthConfig, generate
-from icreward.text_encoders import minilm_path
+
+# the metrics sample 16 frames of these 6-frame videos: their frames are repeated, as the warning says
+pytestmark = pytest.mark.filterwarnings("ignore::icreward.media.FewFramesWarning")
 
 FRAMES = 6
 HEADS = ("consistency", "motion", "text", "guidance")
@@ -29,21 +31,6 @@ BENCH = SynthConfig(
     pairs_per_image=8,
     real_share=0.0,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_text_encoder(tmp_path_factory):
-    """A 2-layer BERT built from a config, with MiniLM's real tokenizer: the hf: loading path, offline."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
-    )
-    BertModel(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
-    return f"hf:{folder}"
 
 
 @pytest.fixture(scope="module")

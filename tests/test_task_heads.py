@@ -13,22 +13,7 @@ from icreward.cli import main
 from icreward.errors import IcrewardError
 from icreward.models import ICRewardConfig, ICRewardModel
 from icreward.models.task_heads import TaskHeadsConfig
-from icreward.text_encoders import build_text_encoder, minilm_path
-
-
-@pytest.fixture(scope="module")
-def tiny_text_encoder(tmp_path_factory):
-    """A 2-layer BERT built from a config, with MiniLM's real tokenizer: the hf: loading path, offline."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
-    )
-    BertModel(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
-    return f"hf:{folder}"
+from icreward.text_encoders import build_text_encoder
 
 
 def model_with_heads(encoder: str, fusion: str = "film") -> ICRewardModel:

@@ -9,12 +9,14 @@ import sys
 from icreward.cli.common import (
     MAX_FRAMES,
     MIN_FRAMES,
+    add_head_option,
     add_model_option,
     add_precision_option,
     check_device,
     check_precision,
     float_range,
     int_range,
+    select_head,
 )
 from icreward.errors import IcrewardError
 
@@ -22,6 +24,7 @@ from icreward.errors import IcrewardError
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="HTTP API: POST /score and /rank (uploads or allowed paths), docs at /docs")
     add_model_option(p)
+    add_head_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int_range(1, 65535), default=8000, help="TCP port, 1..65535 (default: 8000)")
     p.add_argument(
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
     )
-    app = create_app(load(args.model), args.model, settings)
+    app = create_app(select_head(load(args.model), args.head), args.model, settings)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"icreward serve: {args.model} on http://{host}:{args.port} (API docs at /docs)", file=sys.stderr)
     if not settings.allow_roots:

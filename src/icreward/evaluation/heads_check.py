@@ -72,10 +72,13 @@ def jitter(image: torch.Tensor, frames: int, seed: int) -> torch.Tensor:
 
 def loop(video: torch.Tensor) -> torch.Tensor:
     """`video (T, 3, h, w)` played forward over its whole length and back in T frames (a triangle wave of frame
-    indices: 0 ... T-1 ... 0, at twice the speed)."""
+    indices: 0 ... T-1 ... 0, at about twice the speed; frame T // 2 shows the input's last)."""
     t = video.shape[0]
-    u = torch.linspace(0, 1, t)
-    index = ((t - 1) * (1 - (2 * u - 1).abs())).round().long()
+    peak = t // 2
+    k = torch.arange(t, dtype=torch.float32)
+    up = (t - 1) * k / max(peak, 1)
+    down = (t - 1) * (t - 1 - k) / max(t - 1 - peak, 1)
+    index = torch.where(k <= peak, up, down).round().long().clamp(0, t - 1)
     return video[index]
 
 
@@ -100,7 +103,7 @@ def static_check(scorer: Scorer, items: Sequence[RealVideo], seed: int = 0) -> d
     """Per head and fallback: `{"wins": rate at which the fallback scores >= the real video, "n"}`, over `items`,
     plus the same per folder (`per_folder`) and per half of the real-video check's split (`per_split`: `select`,
     the images recipes may be chosen on, and `report`; `icreward.evaluation.robustness.real_i2v_split`)."""
-    counts: dict[tuple[str, str, str], list[int]] = {}
+    counts: dict[tuple[str, str, tuple[str, str]], list[int]] = {}
     for i, item in enumerate(items):
         others = fallbacks(item, seed=seed + i)
         values = _heads(scorer, item.image, [item.video, *others.values()], item.prompt)
@@ -108,18 +111,14 @@ def static_check(scorer: Scorer, items: Sequence[RealVideo], seed: int = 0) -> d
             if not math.isfinite(v[0]):
                 continue
             for k, name in enumerate(others, start=1):
-                for folder in ("all", item.folder, f"split:{item.split}"):
-                    c = counts.setdefault((head, name, folder), [0, 0])
+                for group in (("all", ""), ("per_folder", item.folder), ("per_split", item.split)):
+                    c = counts.setdefault((head, name, group), [0, 0])
                     c[0] += v[k] >= v[0]
                     c[1] += 1
     out: dict = {}
-    for (head, name, folder), (wins, n) in sorted(counts.items()):
-        target = (
-            out.setdefault(head, {})
-            if folder == "all"
-            else out.setdefault("per_folder", {}).setdefault(folder, {}).setdefault(head, {})
-        )
-        target[name] = {"wins": wins / n, "n": n}
+    for (head, name, (kind, key)), (wins, n) in sorted(counts.items()):
+        parent = out if kind == "all" else out.setdefault(kind, {}).setdefault(key, {})
+        parent.setdefault(head, {})[name] = {"wins": wins / n, "n": n}
     return out
 
 

@@ -141,8 +141,8 @@ def format_per_mode_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 def format_heads_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """Rows = (model, head), each head judged against the labels of its own dimension: pair accuracy % without ties
-    (n: non-tie pairs) and the static test (how often a frozen copy of the image scores at least as high as the real videos,
-    lower is better). Empty when no model has heads results."""
+    (n: non-tie pairs) and the static test (how often a frozen copy of the image scores at least as high as the real
+    videos, lower is better). Empty when no model has heads results."""
     rows = []
     for name, result in results.items():
         statics = result.get("static_wins", {})

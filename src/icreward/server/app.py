@@ -126,6 +126,8 @@ class ModelInfo(BaseModel):
     needs_weights: bool = Field(description="whether it runs on pretrained weights")
     parameters: int = Field(description="number of parameters")
     device: str
+    heads: list[str] = Field(description="the heads a request may ask for (`head`)")
+    head: str = Field(description="the head `reward` is unless a request asks for another")
     config: dict[str, Any] | None = Field(None, description="a learned model's checkpoint config")
 
 
@@ -196,6 +198,8 @@ def model_info(name: str, scorer: Scorer, device: str) -> ModelInfo:
         needs_weights=scorer.needs_weights,
         parameters=sum(p.numel() for p in scorer.parameters()),
         device=str(device),
+        heads=list(scorer.head_names),
+        head=scorer.selected_head or scorer.dimension,
         config=config.to_dict() if hasattr(config, "to_dict") else None,
     )
 
