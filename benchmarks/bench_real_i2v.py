@@ -11,9 +11,9 @@ recipes on it), `report` (the rest: the final figure; the default, so a number q
 nobody chose on) or `all` (both). It scores them with every weight-free consistency metric (`metric:<name>` for
 each of `list_metrics(offline_only=True, dimension="consistency")`, or those named by `--metrics`) plus each
 `--models` entry (`default`, a checkpoint folder, a hub id or `metric:<name>`). Prints which split it ran, a
-markdown table of accuracy in % (a tie counts half): overall, against another image's video, against held-out corruptions, against structural corruptions and per
-corruption; then names the best weight-free metric overall and per family. `--json-out` writes the results (without
-the per-case rows unless `--rows`).
+markdown table of accuracy in % (a tie counts half): overall, against another image's video, against held-out
+corruptions, against structural corruptions and per corruption; then names the best weight-free metric overall and
+per family. `--json-out` writes the results (without the per-case rows unless `--rows`).
 """
 
 from __future__ import annotations
