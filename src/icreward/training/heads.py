@@ -166,13 +166,15 @@ class _Text:
     def __init__(self, heads, prompts: list[str | None]):
         from icreward.prompts import CAMERA_MOVES, camera_move
 
-        self.embedding = heads.embed([p or "" for p in prompts]) if prompts else None
+        has_text = heads.text is not None
+        self.embedding = heads.embed([p or "" for p in prompts]) if prompts and has_text else None
         names = [camera_move(p) for p in prompts]
         self.moves = torch.tensor([CAMERA_MOVES.index(n) if n else len(CAMERA_MOVES) for n in names], dtype=torch.long)
-        # The same prompts without their camera phrase, class "none": what a prompt that asks for no camera move
-        # looks like (synthetic prompts always name one)
+        # For the gate fusion: the same prompts without their camera phrase, class "none", what a prompt that asks
+        # for no camera move looks like (synthetic prompts always name one)
         stripped = sorted({strip_camera(p) for p in prompts if p and camera_move(p)} - {""})
-        self.none_embedding = heads.embed(stripped) if stripped and heads.text is not None else None
+        gate = has_text and heads.text.fusion == "gate"
+        self.none_embedding = heads.embed(stripped) if stripped and gate else None
 
 
 def _losses(heads, videos: VideoFeatures, sets: dict[str, PairSet], texts: dict[str, _Text], theta: float):
