@@ -5,7 +5,7 @@ All of them read one pass over the video shared by every head (`motion_inputs`):
 summarised as `MOTION_FEATURES` descriptors, plus the per-step similarity motion and local residual as a sequence.
 
 - `motion`: is there motion, and is it plausible (smooth, not frozen, not jittering in place, not looping back and
-  forth, not flickering)? An MLP on the standardised descriptors.
+  forth, not stuttering)? An MLP on the standardised video features.
 - `text`: does the video do what the prompt says (camera move, subject direction)? The prompt's embedding from a
   frozen text encoder (`icreward.text_encoders`, MiniLM by default) enters the fusion by one of three designs, chosen
   by `text_fusion` and measured in the README: `film` (conditioning: the pooled prompt embedding is projected to a
