@@ -248,3 +248,25 @@ def test_unknown_head_in_train_heads_config_is_refused():
         TaskHeadsConfig(heads=["motion", "speed"])
     with pytest.raises(IcrewardError, match="no 'text' head"):
         icreward.load("metric:dynamic-degree").select_head("text")
+
+
+def test_static_pairs_of_real_videos_join_the_guidance_fit(bench, init_model, tiny_text_encoder):
+    """`static_videos` (the recipe passes the real check's `select` half): each video against its frozen copy, its
+    jitter and its loop, preferred, counted among guidance's pairs; the weights change."""
+    from icreward.evaluation.heads_check import RealVideo
+    from icreward.manifest import load_manifest
+    from icreward.training.heads import HeadTrainConfig, read_features, train_task_heads
+
+    model = icreward.load(str(init_model))
+    train, val = load_manifest(bench / "train.jsonl"), load_manifest(bench / "val.jsonl")
+    videos = read_features(model, [train, val], batch_size=8, device="cpu")
+    items = []
+    for source in _sources(bench)[:4]:
+        image, video = _clip(bench, source, model.max_side)
+        items.append(RealVideo(source, "bench", f"bench/{source}", image, video, None, "select"))
+    config = HeadTrainConfig(text_encoder=tiny_text_encoder, epochs=20, guidance_epochs=100)
+    plain = train_task_heads(model, train, val, config, log=lambda _: None, videos=videos)
+    static = train_task_heads(model, train, val, config, log=lambda _: None, videos=videos, static_videos=items)
+    assert "static_pairs" not in plain["guidance"] and static["guidance"]["static_pairs"] == 3 * len(items)
+    assert static["guidance"]["weights"] != plain["guidance"]["weights"]
+    assert all(w >= 0 for w in static["guidance"]["weights"].values())

@@ -226,11 +226,14 @@ def drop_idle_head(model, val_manifest: Path) -> tuple[Any, dict[str, Any]]:
     return (pruned if without >= with_head else model), ablation
 
 
-def train_heads(model, recipe: DefaultRecipe, data: Path, work: Path) -> dict[str, Any]:
+def train_heads(model, recipe: DefaultRecipe, data: Path, work: Path, real_i2v: Sequence[Path] = ()) -> dict[str, Any]:
     """Stage 2: the task heads on `model` (in place), trained on `data`'s pairs. Each text fusion in
     `recipe.text_fusions` is trained on the same reading of the videos; the one kept has the best mean of its
     validation text accuracy and its accuracy on a camera set of the library's validation photos (the test photos
-    are kept for the report). Returns the training summary with every fusion's figures."""
+    are kept for the report). Where `real_i2v` folders are given, the static-test pairs of the videos of the
+    real-video check's `select` half (each real video preferred to a frozen copy of its image, the image jittering
+    and the video looping back and forth) join guidance's fit; the `report` half stays for the report. Returns the
+    training summary with every fusion's figures."""
     import copy
 
     from icreward.evaluation.heads_check import camera_check
@@ -244,13 +247,21 @@ def train_heads(model, recipe: DefaultRecipe, data: Path, work: Path) -> dict[st
     select_dir = work / "camera-set-val" if real_imagery_available() else None  # the camera sets are of real photos
     if select_dir is not None and not (select_dir / "pairs.jsonl").is_file():
         build_camera_set(select_dir, n_photos=recipe.camera_photos, seed=0, split="val", overwrite=True)
+    roots = [r for r in real_i2v if (r / "manifest.jsonl").is_file()]
+    static_videos = None
+    if roots:
+        from icreward.evaluation.heads_check import real_videos
+
+        static_videos = [v for v in real_videos(roots, num_frames=model.num_frames) if v.split == "select"]
     trials: dict[str, Any] = {}
     best = None
     for fusion in recipe.text_fusions:
         config = HeadTrainConfig(
             text_encoder=recipe.text_encoder, text_fusion=fusion, epochs=recipe.head_epochs, seed=recipe.seed
         )
-        summary = train_task_heads(model, train_manifest, val_manifest, config, log=lambda _: None, videos=videos)
+        summary = train_task_heads(
+            model, train_manifest, val_manifest, config, log=lambda _: None, videos=videos, static_videos=static_videos
+        )
         score = summary["val_accuracy"].get("text", 0.0)
         if select_dir is not None:
             summary["camera_val"] = camera_check({"model": model}, select_dir)["model"]
@@ -401,7 +412,8 @@ def _make_default_model(
         lr=recipe.lr,
         batch_size=recipe.batch_size,
         seed=recipe.seed,
-        overwrite=True,
+        resume=(work / "run" / "config.json").is_file(),  # a finished run of this work folder finalises at once
+        overwrite=not (work / "run" / "config.json").is_file(),
         progress=progress,
         tensorboard=False,
     )
@@ -414,7 +426,7 @@ def _make_default_model(
     heads_start = time.perf_counter()
     heads_data = heads_synth_data(recipe, work, progress=progress)
     heads_synth_seconds = time.perf_counter() - heads_start
-    heads_summary = train_heads(model, recipe, heads_data, work)
+    heads_summary = train_heads(model, recipe, heads_data, work, real_i2v)
     heads_seconds = time.perf_counter() - heads_start - heads_synth_seconds
     card = {
         "recipe": dataclasses.asdict(recipe),

@@ -218,11 +218,14 @@ def train_task_heads(
     config: HeadTrainConfig,
     log: Callable[[str], None] = print,
     videos: VideoFeatures | None = None,
+    static_videos: Sequence | None = None,
 ) -> dict:
     """Give `model` (a `RewardModel`) trained task heads; returns a summary of the training (accuracies, weights).
 
     `videos`: the features of both manifests' videos when already read (`read_features`), e.g. to compare
-    designs on one reading."""
+    designs on one reading. `static_videos`: real videos (`icreward.evaluation.heads_check.RealVideo`) whose
+    static-test pairs (the real video preferred to a frozen copy of its image, the image jittering in place and the
+    video looping back and forth) join guidance's `overall` pairs, counted like any other pair."""
     from icreward.models.task_heads import TaskHeads, TaskHeadsConfig
 
     torch.manual_seed(config.seed)
@@ -304,7 +307,8 @@ def train_task_heads(
         if faithful:
             cap = float(torch.quantile(videos.consistency[faithful], CAP_QUANTILE).clamp(min=0.25))
             heads.config.consistency_cap = cap
-        summary["guidance"] = _fit_guidance(heads, videos, sets, config, log)
+        static = _static_pairs(model, heads, static_videos) if static_videos else None
+        summary["guidance"] = _fit_guidance(heads, videos, sets, config, log, static)
         g = _guidance_values(heads, videos, rows, None).detach()
         heads.config.norm["guidance"] = [float(g.mean()), float(g.std().clamp(min=1e-6))]
     summary["norm"] = heads.config.norm
@@ -330,8 +334,41 @@ def _guidance_inputs(heads, videos: VideoFeatures, rows: torch.Tensor, prompts) 
     return videos.consistency[rows], motion, text, relevance
 
 
-def _fit_guidance(heads, videos: VideoFeatures, sets: dict, config: HeadTrainConfig, log) -> dict:
-    """Fit guidance's weights on `labels.overall` with the other heads frozen."""
+def _static_pairs(model, heads, items: Sequence) -> tuple:
+    """Guidance inputs `(a, b)` of the static-test pairs of real videos: each video (A) against its frozen copy, its
+    jitter and its loop (B), with the model's consistency and the (trained, frozen) heads."""
+    from icreward.evaluation.heads_check import fallbacks
+    from icreward.models.task_heads import motion_inputs
+
+    rows_a, rows_b = [], []
+    for i, item in enumerate(items):
+        others = list(fallbacks(item, seed=i).values())
+        clips = torch.stack([item.video, *others])  # (4, T, 3, h, w)
+        prompts = [item.prompt] * len(clips)
+        with torch.no_grad():
+            consistency = model.normalize(
+                model.head(*model.encode(item.image[None].expand(len(clips), -1, -1, -1), clips))
+            )
+            raw = heads.raw(motion_inputs(clips), prompts)
+            motion = heads.normalise("motion", raw["motion"])
+            text = heads.normalise("text", raw["text"]) if "text" in raw else None
+            relevance = heads.text_relevance(prompts, len(clips)) if text is not None else None
+        for k in range(1, len(clips)):
+            pick = [0, k]
+            parts = (consistency[pick], motion[pick], None if text is None else text[pick],
+                     None if relevance is None else relevance[pick])  # fmt: skip
+            rows_a.append(tuple(None if x is None else x[:1] for x in parts))
+            rows_b.append(tuple(None if x is None else x[1:] for x in parts))
+
+    def stack(rows: list) -> tuple:
+        return tuple(None if rows[0][j] is None else torch.cat([r[j] for r in rows]) for j in range(4))
+
+    return stack(rows_a), stack(rows_b)
+
+
+def _fit_guidance(heads, videos: VideoFeatures, sets: dict, config: HeadTrainConfig, log, static=None) -> dict:
+    """Fit guidance's weights on `labels.overall` with the other heads frozen (and, where given, on `static`: the
+    static-test pairs of real videos from `_static_pairs`, the real video preferred)."""
     z = {}
     for split in ("train", "val"):
         s = sets[split]["overall"]
@@ -342,13 +379,22 @@ def _fit_guidance(heads, videos: VideoFeatures, sets: dict, config: HeadTrainCon
     if "train" not in z:
         raise IcrewardError("guidance needs labels.overall in the training manifest")
     optimizer = torch.optim.Adam([heads.guidance], lr=0.05)
+    s, (a, b) = z["train"]
+    n = len(s.labels)
+    if static is not None:  # the static pairs, each counted like one overall pair
+        n_static = len(static[0][0])
+        static_labels = torch.ones(n_static, dtype=torch.long)
     for _ in range(config.guidance_epochs):
-        s, (a, b) = z["train"]
         loss = btt_loss(heads.combine(*a), heads.combine(*b), s.labels, config.theta)
+        if static is not None:
+            extra = btt_loss(heads.combine(*static[0]), heads.combine(*static[1]), static_labels, config.theta)
+            loss = (loss * n + extra * n_static) / (n + n_static)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     result = {"weights": dict(zip(("consistency", "motion", "text"), heads.guidance_weights().tolist(), strict=True))}
+    if static is not None:
+        result["static_pairs"] = n_static
     with torch.no_grad():
         for split, (s, (a, b)) in z.items():
             delta = heads.combine(*a) - heads.combine(*b)
