@@ -217,7 +217,7 @@ class Scorer(nn.Module):
     num_frames: int = 16
     max_side: int | None = 512
     needs_weights: bool = False  # True where the scorer loads pretrained weights (not available offline)
-    selected_head: str | None = None  # set by `select_head`; what a call returns (None: the scorer's own reward)
+    _selected_head: str | None = None  # set by `select_head` (None: the scorer's own `dimension`)
 
     def __call__(
         self,
@@ -238,14 +238,24 @@ class Scorer(nn.Module):
         """The heads this scorer answers (a handcrafted metric: its one `dimension`)."""
         return (self.dimension,)
 
-    def select_head(self, name: str) -> Scorer:
-        """Make `name` the head that calling the scorer returns (`reward` in every output); returns the scorer."""
+    @property
+    def selected_head(self) -> str:
+        """The head that calling the scorer returns (`reward` in every output): its `dimension` unless
+        `select_head` chose another."""
+        return self._selected_head or self.dimension
+
+    def check_head(self, name: str) -> None:
+        """Raise `IcrewardError` naming this scorer's heads when it has no head `name`."""
         if name not in self.head_names:
             raise IcrewardError(
                 f"{self.name} has no {name!r} head; its heads: {', '.join(self.head_names)}"
                 + (f" (heads: {', '.join(HEAD_NAMES)})" if name not in HEAD_NAMES else "")
             )
-        self.selected_head = name
+
+    def select_head(self, name: str) -> Scorer:
+        """Make `name` the head that calling the scorer returns (`reward` in every output); returns the scorer."""
+        self.check_head(name)
+        self._selected_head = name
         return self
 
     def all_heads(

@@ -26,18 +26,11 @@ HEAD_CHOICES = ("consistency", "motion", "text", "guidance")  # icreward.interfa
 def add_head_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--head",
-        default="consistency",
+        default=None,
         choices=HEAD_CHOICES,
-        help="which head is `reward` (default: consistency; a handcrafted metric answers its own dimension). "
-        "guidance combines consistency, motion and text for fine-tuning and best-of-N; text needs a prompt",
+        help="which head is `reward` (default: the model's own, consistency; a handcrafted metric answers its own "
+        "dimension). guidance combines consistency, motion and text for fine-tuning and best-of-N; text needs a prompt",
     )
-
-
-def select_head(scorer, head: str):
-    """`scorer` with `head` selected; a handcrafted metric answers only its own dimension, whatever its name."""
-    if head == "consistency" and scorer.dimension != "consistency" and len(scorer.head_names) == 1:
-        return scorer  # the default head on a metric of another dimension: its own reward
-    return scorer.select_head(head)
 
 
 def add_precision_option(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,6 @@ from icreward.cli.common import (
     check_precision,
     frame_count,
     positive_int,
-    select_head,
 )
 
 
@@ -48,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from icreward.scoring import rank_videos
 
     torch.manual_seed(0)
-    scorer = select_head(load(args.model), args.head)
+    scorer = load(args.model, head=args.head)
     ranking = rank_videos(
         scorer,
         args.image,
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             {"video": video, "reward": reward, "rank": rank, **({"error": error} if error else {})}
             for rank, (video, reward, error) in enumerate(shown, start=1)
         ]
-        head = scorer.selected_head or scorer.dimension
+        head = scorer.selected_head
         print(json.dumps({"image": args.image, "model": args.model, "head": head, "ranking": entries}))
     else:
         for rank, (video, reward, error) in enumerate(shown, start=1):

@@ -17,7 +17,6 @@ from icreward.cli.common import (
     check_precision,
     frame_count,
     positive_int,
-    select_head,
 )
 from icreward.errors import IcrewardError
 
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from icreward.loading import load
 
     torch.manual_seed(0)
-    scorer = select_head(load(args.model), args.head)
+    scorer = load(args.model, head=args.head)
     if single:
         return _score_pair(scorer, args)
     from icreward.scoring.distributed import world

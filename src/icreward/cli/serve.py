@@ -16,7 +16,6 @@ from icreward.cli.common import (
     check_precision,
     float_range,
     int_range,
-    select_head,
 )
 from icreward.errors import IcrewardError
 
@@ -108,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
     )
-    app = create_app(select_head(load(args.model), args.head), args.model, settings)
+    app = create_app(load(args.model, head=args.head), args.model, settings)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"icreward serve: {args.model} on http://{host}:{args.port} (API docs at /docs)", file=sys.stderr)
     if not settings.allow_roots:

@@ -129,17 +129,17 @@ def static_wins(scorer, scored: dict, *, device: str, precision: str = "fp32") -
     return {head: {"rate": wins / n, "n": n} for head, (wins, n) in counts.items() if n}
 
 
-def head_labels(manifest, head: str) -> list[int | None]:
-    """Each pair's label for `head` (+1 A, -1 B, 0 tie, None where the record has none): `labels[HEAD_LABELS[head]]`,
-    and for consistency the record's `label` where `labels` has no `ic`."""
+def _head_label(rec, head: str) -> str | None:
+    """A pair's label string for `head`: `labels[HEAD_LABELS[head]]`, for consistency the record's `label` where
+    `labels` has no `ic`; None where the record has none."""
     from icreward.interface import HEAD_LABELS
 
-    key = HEAD_LABELS[head]
-    out = []
-    for rec in manifest.records:
-        label = rec.labels.get(key, rec.label if head == "consistency" else None)
-        out.append(None if label is None else label_value(label))
-    return out
+    return rec.labels.get(HEAD_LABELS[head], rec.label if head == "consistency" else None)
+
+
+def head_labels(manifest, head: str) -> list[int | None]:
+    """Each pair's label for `head` (+1 A, -1 B, 0 tie, None where the record has none; see `_head_label`)."""
+    return [None if (label := _head_label(rec, head)) is None else label_value(label) for rec in manifest.records]
 
 
 def pointwise_agreement(records, rewards: np.ndarray, *, n_resamples: int, seed: int) -> dict:
@@ -230,48 +230,44 @@ def evaluate_model(
     kwargs = {"batch_size": batch_size, "device": device, "precision": precision}
     heads, scored = head_reward_pairs(scorer, test, **kwargs)
     val_heads = head_reward_pairs(scorer, val, **kwargs)[0] if val is not None else None
-    main = scorer.selected_head or scorer.dimension
+    main = scorer.selected_head
     result, rows = evaluate_rewards(
         name, test, heads[main], val, None if val is None else val_heads[main], n_resamples=n_resamples, seed=seed
     )
     per_head = {}
     for head, rewards in heads.items():
-        keep = [
-            i for i, label in enumerate(head_labels(test, head)) if label is not None and np.isfinite(rewards[i]).all()
-        ]
-        if not keep:
+        sub_test = _head_subset(test, rewards, head)
+        if sub_test is None:
             continue
-        sub_test = _subset(test, keep, head)
-        sub_val = sub_val_rewards = None
-        if val is not None:
-            val_keep = [
-                i
-                for i, label in enumerate(head_labels(val, head))
-                if label is not None and np.isfinite(val_heads[head][i]).all()
-            ]
-            if val_keep:
-                sub_val, sub_val_rewards = _subset(val, val_keep, head), val_heads[head][val_keep]
+        sub_val = _head_subset(val, val_heads[head], head) if val is not None else None
         per_head[head] = evaluate_rewards(
-            name, sub_test, rewards[keep], sub_val, sub_val_rewards, n_resamples=n_resamples, seed=seed
+            name,
+            sub_test[0],
+            sub_test[1],
+            None if sub_val is None else sub_val[0],
+            None if sub_val is None else sub_val[1],
+            n_resamples=n_resamples,
+            seed=seed,
         )[0]
     result["heads"] = per_head
     result["static_wins"] = static_wins(scorer, scored, device=device, precision=precision)
     return result, rows
 
 
-def _subset(manifest, keep: list[int], head: str):
-    """The records `keep` of a manifest, each with its `head` label as `label` (what evaluate_rewards reads)."""
+def _head_subset(manifest, rewards: np.ndarray, head: str):
+    """`(manifest, rewards)` restricted to the pairs that have a `head` label and a value of that head on both
+    videos, each record relabelled with its `head` label as `label` (what evaluate_rewards reads); None when no pair
+    is left."""
     import copy
     import dataclasses
 
-    from icreward.interface import HEAD_LABELS
-
-    key = HEAD_LABELS[head]
-    records = []
-    for i in keep:
-        rec = manifest.records[i]
-        label = rec.labels.get(key, rec.label if head == "consistency" else None)
-        records.append(dataclasses.replace(rec, label=label))
+    keep = [
+        i
+        for i, rec in enumerate(manifest.records)
+        if _head_label(rec, head) is not None and np.isfinite(rewards[i]).all()
+    ]
+    if not keep:
+        return None
     sub = copy.copy(manifest)
-    sub.records = records
-    return sub
+    sub.records = [dataclasses.replace(manifest.records[i], label=_head_label(manifest.records[i], head)) for i in keep]
+    return sub, rewards[keep]

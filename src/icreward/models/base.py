@@ -177,7 +177,6 @@ class RewardModel(Scorer):
 
             self.task_heads = TaskHeads(TaskHeadsConfig.from_dict(config.task_heads))
             config.task_heads = self.task_heads.config.to_dict()
-        self.selected_head = "consistency"
 
     # ---- heads: consistency (the model's own head) and the task heads it carries
 
@@ -202,7 +201,7 @@ class RewardModel(Scorer):
     def _all_heads(
         self, image: torch.Tensor, video: torch.Tensor, prompt: Sequence[str | None] | None
     ) -> dict[str, torch.Tensor]:
-        consistency = self.normalize(self.head(*self.encode(image, video)))
+        consistency = self.reward_from_tokens(*self.encode(image, video))
         if self.task_heads is None:
             return {"consistency": consistency}
         from icreward.models.task_heads import motion_inputs

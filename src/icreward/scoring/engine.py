@@ -115,7 +115,7 @@ def batch_heads(
 
 def missing_reward(scorer: Scorer, prompt: str | None, head: str | None = None) -> str:
     """Why an item has no reward: the text head (or a prompt-judged metric) without a prompt, or not finite."""
-    head = head or scorer.selected_head or scorer.dimension
+    head = head or scorer.selected_head
     if head == "text" and not prompt:
         return "no prompt: the text head has no value without one (give --prompt, or a prompt in the manifest)"
     return NOT_FINITE
@@ -226,9 +226,7 @@ def score_items(
         prompts = [p[0].prompt for p in batch]
         if heads:
             per_heads = [batch_heads(s, images, videos, device, precision, prompts) for s in scorers]  # (S, B)
-            per_scorer = [
-                [h[s.selected_head or s.dimension] for h in hs] for s, hs in zip(scorers, per_heads, strict=True)
-            ]
+            per_scorer = [[h[s.selected_head] for h in hs] for s, hs in zip(scorers, per_heads, strict=True)]
         else:
             per_scorer = [batch_rewards(s, images, videos, device, precision, prompts) for s in scorers]  # (S, B)
         bar.update(len(batch))  # before the results go out: a caller may stop taking them at its last one

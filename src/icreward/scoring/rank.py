@@ -41,9 +41,9 @@ def rank_videos(
     autocast(device, precision)  # refuses an unknown precision, or one the device lacks, before anything is read
 
     scorer = scorer.to(device).eval()
-    own = scorer.selected_head or scorer.dimension
-    if head is not None and head not in scorer.head_names:
-        raise IcrewardError(f"{scorer.name} has no {head!r} head; its heads: {', '.join(scorer.head_names)}")
+    own = scorer.selected_head
+    if head is not None:
+        scorer.check_head(head)
     frames = check_num_frames(scorer.num_frames if num_frames is None else num_frames)
     if not isinstance(image, torch.Tensor):
         image = load_image(image, max_side=scorer.max_side)

@@ -199,7 +199,7 @@ def model_info(name: str, scorer: Scorer, device: str) -> ModelInfo:
         parameters=sum(p.numel() for p in scorer.parameters()),
         device=str(device),
         heads=list(scorer.head_names),
-        head=scorer.selected_head or scorer.dimension,
+        head=scorer.selected_head,
         config=config.to_dict() if hasattr(config, "to_dict") else None,
     )
 
@@ -310,7 +310,7 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
 
     def head_of(media: RequestMedia) -> str:
         """The head a request asks for (the served scorer's own by default); 422 for one it does not have."""
-        own = scorer.selected_head or scorer.dimension
+        own = scorer.selected_head
         if media.head is not None and media.head not in scorer.head_names:
             raise HTTPException(422, f"head: {media.head!r} is not a head of this model; its heads: "
                                 f"{', '.join(scorer.head_names)}")  # fmt: skip

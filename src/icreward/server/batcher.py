@@ -222,7 +222,7 @@ class MicroBatcher:
                     self._answer(job, error=e)
                 continue
             self._count_batch(len(chunk))
-            own = self.scorer.selected_head or self.scorer.dimension
+            own = self.scorer.selected_head
             for (job, _), values in zip(chunk, heads, strict=True):
                 self._answer(job, ScoreOutcome(reward=values.get(job.head or own), heads=values))
 

@@ -100,7 +100,7 @@ def read_features(
         images = torch.stack([p[1] for p in pending]).to(device)
         videos = torch.stack([p[2] for p in pending]).to(device)
         with torch.no_grad():
-            consistency = model.normalize(model.head(*model.encode(images, videos)))
+            consistency = model.reward_from_tokens(*model.encode(images, videos))
             inputs = motion_inputs(videos)
         for i, (item, _, _) in enumerate(pending):
             rows[int(item.key)] = (float(consistency[i]), inputs.features[i].cpu(), inputs.steps[i].cpu())
@@ -346,9 +346,8 @@ def _static_pairs(model, heads, items: Sequence) -> tuple:
         clips = torch.stack([item.video, *others])  # (4, T, 3, h, w)
         prompts = [item.prompt] * len(clips)
         with torch.no_grad():
-            consistency = model.normalize(
-                model.head(*model.encode(item.image[None].expand(len(clips), -1, -1, -1), clips))
-            )
+            images = item.image[None].expand(len(clips), -1, -1, -1)
+            consistency = model.reward_from_tokens(*model.encode(images, clips))
             raw = heads.raw(motion_inputs(clips), prompts)
             motion = heads.normalise("motion", raw["motion"])
             text = heads.normalise("text", raw["text"]) if "text" in raw else None
