@@ -47,7 +47,9 @@ def test_the_card_describes_the_code_that_loads_the_checkpoint(model, tmp_path):
     card = json.loads((default_checkpoint() / "card.json").read_text())
     check = card_check(model, tmp_path)
     assert check["synth"] == card["check"]["synth"] and check["n_pairs"] == card["check"]["n_pairs"]
-    assert torch.allclose(torch.tensor(check["rewards"]), torch.tensor(card["check"]["rewards"]), atol=2e-6)
+    # 2e-5: the synthetic set goes through mp4 files, and PyAV's FFmpeg build and Pillow move rewards by up to 5e-6
+    # between versions (av 18.1 / Pillow 13.0 against the card's); changes to the code move them far more
+    assert torch.allclose(torch.tensor(check["rewards"]), torch.tensor(card["check"]["rewards"]), atol=2e-5)
     assert check["pair_accuracy"] == pytest.approx(card["check"]["pair_accuracy"], abs=1e-9)
 
 
