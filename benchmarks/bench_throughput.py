@@ -3,6 +3,10 @@
     python benchmarks/bench_throughput.py [--model default] [--repeats 9] [--warmup 2] [--batch-size 8]
         [--num-frames T] [--side 256] [--root ../shared/real-i2v] [--matmul-sizes 1024 256] [--seed 0]
         [--threads N]
+    python benchmarks/bench_throughput.py --vit-b [options of benchmarks/bench_vit_b.py]
+
+`--vit-b` runs the ViT-B/16 case instead (`benchmarks/bench_vit_b.py`: a DINO ViT-B/16 with random weights on
+512x320 mp4 files, VBench's own per-frame loop beside it, the matmul rate and the utilisation; CUDA when present).
 
 Loads `--model` (a checkpoint folder or any name `icreward.load` takes) and `metric:vbench-i2v-subject` built on
 the model's own backbone (name and kwargs from its config), so both run the same encoder, then prints markdown
@@ -272,6 +276,12 @@ def log(message: str, start: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--vit-b" in argv:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import bench_vit_b
+
+        return bench_vit_b.main([a for a in argv if a != "--vit-b"])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default", help="checkpoint folder or any name icreward.load takes")
     parser.add_argument(

@@ -37,3 +37,18 @@ def test_patch_features_see_orientation():
     stripes[..., ::4, :] = 1.0  # horizontal stripes: vertical gradients
     hist = b(stripes)["cls"][0, 6:14]
     assert hist.argmax() == 4  # the bin at pi/2 (gradient along y)
+
+
+def test_patch_features_by_chunks_are_one_pass_bit_for_bit():
+    """The encoder runs big batches a chunk at a time (for the cache); the tokens, and their memory layout, which
+    decides how the evidence distances round, are those of one pass over the whole batch."""
+    backbone = build_backbone("patch-features", image_size=32, patch_size=8, structure=4)  # chunks of 256 images
+    x = torch.rand(2 * 256 + 9, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # chunks are taken on one intra-op thread
+    try:
+        chunked, whole = backbone(x), backbone._features(x)
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("cls", "patch"):
+        assert torch.equal(chunked[name], whole[name]) and chunked[name].stride() == whole[name].stride()

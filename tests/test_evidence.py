@@ -191,3 +191,21 @@ def test_head_reference_measures_the_head_against_a_still_copy_of_the_image():
         assert torch.allclose(model.head(*tokens_), model.evidence(*tokens_), atol=1e-5)  # the head adds nothing
         moving = model.encode(image, panning(scene(), 6)[None])
         assert (model.head(*moving) - model.evidence(*moving)).abs().item() > 1e-3  # ... to the still copy only
+
+
+@pytest.mark.parametrize("head", ["map", "none"])
+def test_head_from_cached_evidence_gives_the_heads_rewards(head):
+    """What training caches for a frozen backbone (`evidence_reader`) and the head finished from it
+    (`head_from_evidence`) give `head`'s rewards; the attention head reads more than the evidence: no reader."""
+    torch.manual_seed(0)
+    config = dict(backbone="patch-features", backbone_kwargs={"image_size": 32}, head=head, evidence=True, d_model=16)
+    config["evidence_measures"] = ["position", "match", "local", "jitter"]
+    model = ICRewardModel(ICRewardConfig(**config)).eval()
+    image, video = torch.rand(3, 3, 32, 32), torch.rand(3, 5, 3, 32, 32)
+    with torch.no_grad():
+        img_tokens, vid_tokens = model.encode(image, video)
+        evidence, maps = model.evidence_reader()(img_tokens, vid_tokens)
+        assert (maps is None) == (head == "none")
+        assert torch.equal(model.head_from_evidence(evidence, maps), model.head(img_tokens, vid_tokens))
+    attention = ICRewardModel(ICRewardConfig(**{**config, "head": "attention"}))
+    assert attention.evidence_reader() is None

@@ -396,3 +396,24 @@ def test_two_process_run_makes_a_loadable_checkpoint(tmp_path, data):
     model = load_checkpoint(tmp_path / "ddp")
     assert model.config.training["steps"] == 3  # 12 pairs, 2 per process and step, 2 processes
     assert done.stdout.count('"best_epoch"') == 1  # only the main process reports
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["map", "none"])
+def test_cached_evidence_trains_like_no_cache(tmp_path, data, head):
+    """Heads that read the tokens through the evidence alone train on evidence cached beside the tokens (one file
+    per distinct image and video pair), as they train without any cache."""
+    model = {**ICR, "head": head, "evidence": True, "evidence_measures": ["position", "match", "local", "jitter"]}
+    cache = tmp_path / "cache"
+    base = dict(epochs=1, model_type="icreward", model=model, backbone="patch-features", cache_dir=str(cache))
+    train(config(tmp_path, data, out=str(tmp_path / "cached"), **base))
+    pairs = {(r.image, v) for m in ("train", "val") for r in load_manifest(data[m]) for v in (r.video_a, r.video_b)}
+    files = {r.image for m in ("train", "val") for r in load_manifest(data[m])} | {v for _, v in pairs}
+    stored = sorted(cache.rglob("*.safetensors"))
+    assert len(stored) == len(files) + len(pairs)  # tokens of each file, evidence of each (image, video)
+    train(config(tmp_path, data, out=str(tmp_path / "again"), **base))
+    assert sorted(cache.rglob("*.safetensors")) == stored  # all found: nothing computed again
+    train(config(tmp_path, data, out=str(tmp_path / "plain"), cache=False, **base))
+    assert_same_metrics(epoch_metrics(tmp_path / "cached"), epoch_metrics(tmp_path / "plain"), rtol=1e-4)
+    assert_same_weights(tmp_path / "cached", tmp_path / "plain", atol=1e-4)
+    assert_same_weights(tmp_path / "cached", tmp_path / "again", atol=0)

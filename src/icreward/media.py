@@ -296,8 +296,8 @@ def working_size(width: int, height: int, max_side: int | None) -> tuple[int, in
 
 
 def _composite(rgba: torch.Tensor, background: tuple[float, float, float]) -> torch.Tensor:
-    """Alpha-composite `[4, H, W]` in [0, 1] over a solid `background`, giving `[3, H, W]`."""
-    rgb, alpha = rgba[:3], rgba[3:]  # (3, H, W), (1, H, W)
+    """Alpha-composite `[..., 4, H, W]` in [0, 1] over a solid `background`, giving `[..., 3, H, W]`."""
+    rgb, alpha = rgba[..., :3, :, :], rgba[..., 3:, :, :]  # (..., 3, H, W), (..., 1, H, W)
     bg = torch.tensor(background, dtype=rgba.dtype).view(3, 1, 1)
     return rgb * alpha + bg * (1 - alpha)
 
@@ -472,14 +472,22 @@ def _count_frames(path: Path) -> tuple[int, int, int]:
             raise MediaError(path, f"truncated or corrupt: could not read its packets ({_brief(exc)})") from exc
 
 
-def _frame_to_tensor(frame: av.VideoFrame, size: tuple[int, int]) -> torch.Tensor:
-    """Convert an `av.VideoFrame` to `[3, h, w]` in [0, 1] at `size` = (w, h); FFmpeg scales it before numpy sees it."""
+def _frame_to_array(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """An `av.VideoFrame` as uint8 `(h, w, 3)`, or `(h, w, 4)` where it has alpha, at `size` = (w, h); FFmpeg scales
+    it before numpy sees it."""
     has_alpha = any(c.is_alpha for c in frame.format.components)  # GIF frames decode as BGRA
-    rgb = frame.reformat(
+    return frame.reformat(
         width=size[0], height=size[1], format="rgba" if has_alpha else "rgb24", interpolation="BICUBIC"
     ).to_ndarray()  # (h, w, 3 or 4) uint8
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255  # (C, h, w)
-    return _composite(x, DEFAULT_BACKGROUND) if has_alpha else x
+
+
+def _arrays_to_video(frames: list[np.ndarray]) -> torch.Tensor:
+    """uint8 frames `(h, w, 3 or 4)` -> float32 `[T, 3, h, w]` in [0, 1], RGBA composited on DEFAULT_BACKGROUND:
+    converted all at once, planar, rather than in several small steps per frame."""
+    if len({f.shape for f in frames}) > 1:  # a stream whose frames change format: frame by frame
+        return torch.cat([_arrays_to_video([f]) for f in frames])
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous().float().div_(255)  # (T, C, h, w)
+    return _composite(x, DEFAULT_BACKGROUND) if x.shape[1] == 4 else x  # (T, 3, h, w)
 
 
 def _load_container(path: Path, num_frames: int, max_side: int | None, min_frames: int) -> torch.Tensor:
@@ -491,7 +499,7 @@ def _load_container(path: Path, num_frames: int, max_side: int | None, min_frame
         checked = (width, height)
     wanted = sample_indices(n_frames, num_frames)
     copies = Counter(wanted)  # frame index -> how many times it appears in the sample
-    kept: list[torch.Tensor] = []  # (3, h, w) each, in sample order
+    kept: list[np.ndarray] = []  # uint8 (h, w, 3 or 4) each, in sample order
     decoded, size = 0, None
     with _open_container(path) as container:
         stream = container.streams.video[0]
@@ -504,7 +512,7 @@ def _load_container(path: Path, num_frames: int, max_side: int | None, min_frame
                     _check_video_size(path, *checked, n_frames, num_frames, max_side, f"its frame {index}")
                 if index in copies:
                     size = size or working_size(frame.width, frame.height, max_side)
-                    kept.extend([_frame_to_tensor(frame, size)] * copies[index])
+                    kept.extend([_frame_to_array(frame, size)] * copies[index])
                 if index == wanted[-1]:
                     break
         except (MediaError, MemoryError):
@@ -515,4 +523,4 @@ def _load_container(path: Path, num_frames: int, max_side: int | None, min_frame
             ) from exc
     if len(kept) < num_frames:
         raise MediaError(path, f"truncated or corrupt: decoded {decoded} of {n_frames} frames")
-    return torch.stack(kept)  # (T, 3, h, w)
+    return _arrays_to_video(kept)  # (T, 3, h, w)

@@ -60,8 +60,8 @@ def _pairwise_order(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor
     can be taken before `_finish`: the square root is monotone, and only the minima need it."""
     if kind == "cosine":
         return 1 - F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(-2, -1)
-    sq = a.square().sum(-1, keepdim=True) + b.square().sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-2, -1)
-    return sq.clamp_min_(0)
+    sq = a.square().sum(-1, keepdim=True) + b.square().sum(-1).unsqueeze(-2)  # (..., N, M)
+    return sq.sub_(2 * a @ b.transpose(-2, -1)).clamp_min_(0)  # in place: no third (..., N, M) matrix
 
 
 def _finish(order: torch.Tensor, kind: str, dim: int) -> torch.Tensor:
@@ -154,6 +154,21 @@ def evidence_and_maps(
     with torch.autocast(vid_tokens["patch"].device.type, enabled=False):
         measures = check_measures(measures) if measures else ()  # none: the maps alone (`evidence_maps`)
         return _evidence(img_tokens, vid_tokens, groups, measures, maps=True)
+
+
+def evidence_inputs(
+    img_tokens: dict[str, torch.Tensor],
+    vid_tokens: dict[str, torch.Tensor],
+    groups: Sequence[TokenGroup],
+    measures: Sequence[str],
+    maps: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`(consistency_evidence [B, K], evidence_maps [B, T, N, G*3] or None)`: all that a model whose head reads the
+    tokens through the evidence alone (`head: map` with `maps`, `head: none` without) takes from them. Parameter-free,
+    so for a frozen backbone it can be computed once and cached (`icreward.training.data.FeatureCache.evidence`)."""
+    if maps:
+        return evidence_and_maps(img_tokens, vid_tokens, groups, measures)
+    return consistency_evidence(img_tokens, vid_tokens, groups, measures), None
 
 
 def _evidence(

@@ -26,7 +26,9 @@ the head to `bound * tanh(head / bound)`: it reorders close calls and cannot ove
 from __future__ import annotations
 
 import copy
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +43,7 @@ from icreward.models.evidence import (
     EvidenceReadout,
     check_measures,
     evidence_and_maps,
+    evidence_inputs,
     evidence_maps,
 )
 
@@ -338,6 +341,25 @@ class ICRewardModel(RewardModel):
         if return_attention:
             return reward, maps
         return reward
+
+    def evidence_reader(self) -> Callable[[Tokens, Tokens], tuple[torch.Tensor, torch.Tensor | None]] | None:
+        """Where the head reads the tokens through the evidence alone (`head: map` or `none`): a picklable function
+        `(img_tokens, vid_tokens) -> (evidence [B, K], maps [B, T, N, C] or None)` of everything the head takes from
+        them, which `head_from_evidence` finishes; None for the attention head. Parameter-free: with a frozen
+        backbone, training caches its output (`FeatureCache.evidence`) and an epoch costs only the head."""
+        if self.evidence is None or self.config.head not in ("map", "none"):
+            return None
+        groups, measures = self.evidence.groups, self.evidence.measures
+        return functools.partial(evidence_inputs, groups=groups, measures=measures, maps=self.config.head == "map")
+
+    def head_from_evidence(self, evidence: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
+        """Raw reward `[B]` from what `evidence_reader` returns: `head` without the distances, the same values."""
+        if self.config.head == "none":
+            return self.evidence.readout(evidence)
+        if self.config.head != "map" or maps is None:
+            raise ValueError("head_from_evidence needs a model with head 'map' (and its maps) or 'none'")
+        part, _ = self._bounded(*self._map_head(maps, False))
+        return self.evidence.readout(evidence) + part
 
     def head_part(
         self, img_tokens: Tokens, vid_tokens: Tokens, return_attention: bool = False

@@ -12,7 +12,10 @@ runs. Valid only for a frozen backbone (its tokens then never change). Each file
 `<root>/<key[:2]>/<key>.safetensors`, written atomically, where the key is the sha256 of the file's content and of
 everything that shapes its tokens: backbone spec, kwargs and a digest of its weights, the preprocessing config,
 frame count, decode size, precision and device type. Training then runs `model.head` on cached tokens, which is
-exactly `forward` without the backbone.
+exactly `forward` without the backbone. A model whose head reads the tokens through the parameter-free evidence
+alone (`head: map` or `none`, `model.evidence_reader()`) has the evidence of each (image, video) cached as well
+(`FeatureCache.evidence`, beside the tokens): its datasets return `image {}` and `videos {"evidence": [V,K],
+"maps": [V,T,N,C]}` (no maps for `head: none`), and an epoch then costs only the head (`model.head_from_evidence`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +42,7 @@ from icreward.training.config import TrainConfig
 from icreward.transforms import PreprocessConfig, center_crop, resize
 
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
+EVIDENCE_FORMAT = 1  # bump when the evidence distances (`icreward.models.evidence`) are computed differently
 
 
 @dataclass(frozen=True)
@@ -155,19 +159,29 @@ class MediaDataset(Dataset):
 
 
 class TokenDataset(Dataset):
-    """Reads each example's image and video tokens from the feature cache (no decoding, no backbone)."""
+    """Reads each example's image and video tokens from the feature cache (no decoding, no backbone); with an
+    `evidence_reader` (`model.evidence_reader()`), the cached evidence of each (image, video) instead, computed from
+    the tokens the first time it is asked for."""
 
-    def __init__(self, examples: Sequence[Example], cache: FeatureCache):
+    def __init__(self, examples: Sequence[Example], cache: FeatureCache, evidence_reader: Callable | None = None):
         self.examples = list(examples)
         self.cache = cache
         self.groups = _group_ids(self.examples)
+        self.evidence_reader = evidence_reader
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict:
         ex = self.examples[index]
-        image = self.cache.load(self.cache.key("image", ex.image))  # {"cls": (D,), "patch": (N, D)}
+        image_key = self.cache.key("image", ex.image)
+        if self.evidence_reader is not None:
+            found = [
+                self.cache.evidence(image_key, self.cache.key("video", v), self.evidence_reader) for v in ex.videos
+            ]
+            videos = {k: torch.stack([f[k] for f in found]) for k in found[0]}  # evidence (V, K), maps (V, T, N, C)
+            return _item(index, ex, {}, videos, self.groups[index])
+        image = self.cache.load(image_key)  # {"cls": (D,), "patch": (N, D)}
         per_video = [self.cache.load(self.cache.key("video", v)) for v in ex.videos]
         videos = {k: torch.stack([t[k] for t in per_video]) for k in per_video[0]}  # (V, T, ...)
         return _item(index, ex, image, videos, self.groups[index])
@@ -312,6 +326,24 @@ class FeatureCache:
         """`{"cls": [D] or [T,D], "patch": [N,D] or [T,N,D]}` in float32."""
         tensors = safetensors.torch.load_file(str(self.path(key)))
         return {k: v.float() for k, v in tensors.items()}
+
+    def evidence(self, image_key: str, video_key: str, reader: Callable) -> dict[str, torch.Tensor]:
+        """`{"evidence": [K], "maps": [T, N, C]}` (no maps where `reader` gives none) of the (image, video) whose token
+        keys are given: `reader(image tokens, video tokens)` (`model.evidence_reader()`) on the cached tokens, stored
+        beside them under a key of both token keys and of the reader's groups and measures, and read back after."""
+        spec = getattr(reader, "keywords", None) or repr(reader)
+        key = hashlib.sha256(f"evidence{EVIDENCE_FORMAT}:{spec}:{image_key}:{video_key}".encode()).hexdigest()
+        path = self.path(key)
+        if path.exists():
+            return safetensors.torch.load_file(str(path))
+        image, video = self.load(image_key), self.load(video_key)
+        with torch.no_grad():
+            evidence, maps = reader({k: v[None] for k, v in image.items()}, {k: v[None] for k, v in video.items()})
+        found = {"evidence": evidence[0]} | ({"maps": maps[0]} if maps is not None else {})
+        data = safetensors.torch.save({k: v.float().contiguous() for k, v in found.items()})
+        with atomic_write(path, "wb") as f:
+            f.write(data)
+        return found
 
     def store(self, key: str, tokens: dict[str, torch.Tensor]) -> None:
         data = safetensors.torch.save({k: v.detach().to(self.dtype).cpu().contiguous() for k, v in tokens.items()})

@@ -44,10 +44,16 @@ class RewardObjective(nn.Module):
         labels: torch.Tensor | None = None,
         groups: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """`image` `[B,3,S,S]` and `videos` `[B,V,T,3,S,S]` pixels, or their token dicts (`[B,...]`, `[B,V,T,...]`).
+        """`image` `[B,3,S,S]` and `videos` `[B,V,T,3,S,S]` pixels, or their token dicts (`[B,...]`, `[B,V,T,...]`),
+        or the cached evidence (`image {}`, `videos {"evidence": [B,V,K], "maps": [B,V,T,N,C]}`, no reward matrix).
 
         The reward matrix needs `labels` (which video of a pair is the image's own) and `groups` (source ids).
         """
+        if isinstance(videos, dict) and "evidence" in videos:  # cached evidence (`model.evidence_reader`)
+            b, v = videos["evidence"].shape[:2]
+            maps = videos["maps"].flatten(0, 1) if "maps" in videos else None  # (B*V, T, N, C)
+            rewards = self.model.head_from_evidence(videos["evidence"].flatten(0, 1), maps).view(b, v)  # (B, V)
+            return {"rewards": rewards}
         if isinstance(videos, dict):
             img = image
             per_video = [{k: v[:, i] for k, v in videos.items()} for i in range(videos["cls"].shape[1])]

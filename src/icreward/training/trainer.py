@@ -202,8 +202,10 @@ class Trainer:
         )
 
     def _dataset(self, examples):
-        if self.cache is not None:
-            return TokenDataset(examples, self.cache)
+        if self.cache is not None:  # the evidence is cached too where the head reads only it (not the matrix's pairs)
+            evidence_reader = getattr(self.model, "evidence_reader", None)  # IC-Reward with head 'map' or 'none'
+            reader = evidence_reader() if evidence_reader and self.config.contrastive_term == 0 else None
+            return TokenDataset(examples, self.cache, reader)
         return MediaDataset(examples, self.model.num_frames, self.model.max_side, self.model.preprocess_config)
 
     # ---- the loop
