@@ -340,6 +340,21 @@ class Scorer(nn.Module):
         heads = self.all_heads(image, video, None if prompt is None else [prompt])
         return {name: (float(v[0]) if math.isfinite(float(v[0])) else None) for name, v in heads.items()}
 
+    def explain(
+        self,
+        image: torch.Tensor,
+        video: torch.Tensor,
+        prompt: str | None = None,
+        *,
+        value_range: str = "0,1",
+    ):
+        """Where and when `video [T,3,H,W]` drifts from `image [3,H,W]`: an `icreward.explain.Explanation` (per-frame
+        curve `[T]`, per-frame inconsistency maps `[T,h,w]`, onset, region, one-line summary). Learned models and
+        the consistency metrics explain; others raise `ExplainError` saying which can."""
+        from icreward.explain import explain
+
+        return explain(self, image, video, prompt, value_range=value_range)
+
     def _single(self, image, video, value_range: str) -> tuple[torch.Tensor, torch.Tensor]:
         """One pair as `[1,3,H,W]`, `[1,T,3,H,W]` tensors in [0, 1] on the scorer's device (files decoded)."""
         from icreward.media import load_image, load_video

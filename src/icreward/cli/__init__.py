@@ -16,7 +16,7 @@ import warnings
 
 from icreward.errors import IcrewardError
 
-SUBCOMMANDS = ("score", "eval", "synth", "train", "experiment", "rank", "serve", "import")
+SUBCOMMANDS = ("score", "eval", "synth", "train", "experiment", "rank", "serve", "import", "explain")
 _MODULES = {"eval": "evaluate", "import": "importing"}  # subcommand -> module name where they differ
 
 

@@ -147,3 +147,16 @@ def check_inputs(**inputs: str | list[str] | None) -> None:
         flag = "--" + name.replace("_", "-")
         for path in [value] if isinstance(value, str) else value or []:
             check_readable_input(path, flag)
+
+
+def check_pair_or_manifest(args: argparse.Namespace) -> bool:
+    """The `--image --video` or `--manifest` choice of `score` and `explain`: True for a single pair; raises
+    `IcrewardError` for neither, both, half a pair, or `--prompt` with a manifest (each record gives its own)."""
+    single = args.image is not None or args.video is not None
+    if single == (args.manifest is not None):
+        raise IcrewardError("give either --image and --video, or --manifest")
+    if single and (args.image is None or args.video is None):
+        raise IcrewardError("--image and --video go together")
+    if not single and args.prompt is not None:
+        raise IcrewardError("--prompt is for a single pair; a manifest gives each record's `prompt`")
+    return single

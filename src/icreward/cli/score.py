@@ -14,6 +14,7 @@ from icreward.cli.common import (
     add_quiet_option,
     check_device,
     check_inputs,
+    check_pair_or_manifest,
     check_precision,
     frame_count,
     positive_int,
@@ -59,17 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    single = args.image is not None or args.video is not None
-    if single == (args.manifest is not None):
-        raise IcrewardError("give either --image and --video, or --manifest and --out")
-    if single and (args.image is None or args.video is None):
-        raise IcrewardError("--image and --video go together")
+    single = check_pair_or_manifest(args)
     if not single and args.out is None:
         raise IcrewardError("--manifest needs --out")
     if single and args.out is not None:
         raise IcrewardError("--out goes with --manifest; a single pair's reward is printed")
-    if not single and args.prompt is not None:
-        raise IcrewardError("--prompt is for a single pair; a manifest gives each record's `prompt`")
     check_inputs(image=args.image, video=args.video, manifest=args.manifest)
     if not single:  # before the model loads and anything is scored: a refusal leaves nothing behind
         from icreward.scoring.resumable import check_output_paths
