@@ -1,17 +1,25 @@
-"""The HTTP API of `icreward serve`: score and rank over uploads or allowed server paths, micro-batched, within
-bounds a client cannot push (body size, frames, decoded memory, videos per rank, time); the /docs page (Swagger UI)
-loads its script and styles from this server (the files fastapi-offline ships), so it works offline."""
+"""The HTTP API of `icreward serve`: score and rank over uploads or allowed server paths, micro-batched, and explain
+(where and when each video drifts, `server/explaining.py`), within bounds a client cannot push (body size, frames,
+decoded memory, videos per request, time). Two pages, both from files of this server alone, so they work offline:
+the page at / (static/: plain HTML, JS and CSS, drawing /explain's answer) and /docs (Swagger UI, from the files
+fastapi-offline ships)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import threading
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +27,14 @@ from starlette.concurrency import run_in_threadpool
 from icreward.errors import IcrewardError, MediaError
 from icreward.interface import Scorer
 from icreward.server.batcher import MicroBatcher, ScoreOutcome
+from icreward.server.explaining import (
+    FRAME_SIZE_RANGE,
+    GRID_RANGE,
+    ExplainPaths,
+    ExplainResponse,
+    explain_options,
+    explain_videos,
+)
 from icreward.server.inputs import (
     DECODE_BUFFERS,
     BodySizeLimit,
@@ -30,6 +46,12 @@ from icreward.server.inputs import (
 )
 
 RANK_DECODERS = 2  # threads rank_videos decodes a request's videos with
+# The page at /: it and everything it loads come from this server (its static files, /model and /explain) or from
+# the files the user picked (blob: URLs), never from elsewhere; the browser enforces it.
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
+)
 
 
 @dataclass
@@ -43,6 +65,7 @@ class ServeSettings:
     batch_wait_ms: float = 10.0  # how long the worker waits for more requests to join a batch
     device: str = "cpu"
     max_rank_videos: int = 64  # most videos in one /rank request
+    max_explain_videos: int = 16  # most videos in one /explain request (each takes a few forward passes)
     decode_workers: int = 2  # threads decoding media
     precision: str = "fp32"  # fp32 (no autocast), bf16 or fp16 autocast on the device (icreward.precision)
 
@@ -54,6 +77,7 @@ class ServeSettings:
             "request_timeout",
             "batch_size",
             "max_rank_videos",
+            "max_explain_videos",
             "decode_workers",
         ):
             if not getattr(self, name) > 0:
@@ -232,6 +256,7 @@ def limits_text(settings: ServeSettings, scorer: Scorer) -> str:
 | decoded media per request | {settings.max_decode_mb:g} MiB (`--max-decode-mb`), estimated from the headers | 413 |
 | pixels of an image / of a video frame, from the header | {image_pixels} / {frame_pixels} (`icreward.media`) | 413 |
 | videos per `/rank` request | {settings.max_rank_videos} | 422 |
+| videos per `/explain` request | {settings.max_explain_videos} | 422 |
 | time from a request's start to its answer | {settings.request_timeout:g} s (`--request-timeout`) | 504 |
 
 The decoded-media estimate of a request is what it keeps, the image and the sampled frames of each video as
@@ -243,8 +268,10 @@ share one forward pass of up to {settings.batch_size}, so the server holds at mo
 {settings.max_decode_mb:g} MiB of decoded media. A GIF counts at the size of its canvas (logical screen), whatever
 the size of its frames.
 
+`/explain` explains its videos one at a time, one request at a time, beside the `/score` and `/rank` batches.
+
 `/stats` counts every `/score` and `/rank` request once when it is answered (errors and timeouts included), and the
-forward passes and videos scored for both.
+forward passes and videos scored for both (not `/explain`).
 """
 
 
@@ -258,9 +285,10 @@ def endpoint_limits(settings: ServeSettings, min_frames: int, max_frames: int) -
 
 
 def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI app serving `scorer` (named `model_name` in answers). Its lifespan starts and stops the batcher,
-    so drive it with uvicorn or `with TestClient(app)`. Its /docs page (Swagger UI) loads its script and styles from
-    the server itself, never from a CDN; there is no /redoc page (ReDoc fetches its logo from a CDN)."""
+    """The FastAPI app serving `scorer` (named `model_name` in answers). Its lifespan starts and stops the batcher
+    and the /explain worker, so drive it with uvicorn or `with TestClient(app)`. Its pages, / and /docs (Swagger UI),
+    load their scripts and styles from the server itself, never from a CDN; there is no /redoc page (ReDoc fetches
+    its logo from a CDN)."""
     settings = settings or ServeSettings()
     policy = PathPolicy(settings.allow_roots)
     batcher = MicroBatcher(
@@ -279,18 +307,20 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher.start()
+        app.state.explainer = ThreadPoolExecutor(1, thread_name_prefix="icreward-explain")  # one request at a time
         try:
             yield
         finally:
+            app.state.explainer.shutdown(wait=False, cancel_futures=True)
             batcher.stop()
 
     app = FastAPIOffline(
         title="icreward",
         summary="Image-to-video consistency rewards",
-        description="Score how faithfully a generated video keeps the image it was conditioned on, or rank several "
-        "videos of one image (best-of-N). Send files as multipart uploads, or (where the server was started with "
-        "--allow-root) a JSON object of paths on the server. Requests that arrive together are scored in one batch.\n"
-        + limits_text(settings, scorer),
+        description="Score how faithfully a generated video keeps the image it was conditioned on, rank several "
+        "videos of one image (best-of-N), or explain where and when each drifts from it (the page at / draws that). "
+        "Send files as multipart uploads, or (where the server was started with --allow-root) a JSON object of paths "
+        "on the server. Requests that arrive together are scored in one batch.\n" + limits_text(settings, scorer),
         lifespan=lifespan,
         redoc_url=None,  # ReDoc's page fetches its logo from cdn.redoc.ly, whatever its options: /docs only
         swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
@@ -346,8 +376,9 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
                 "request (--max-decode-mb)",
             )
 
-    async def answer(kind: str, work):
-        """Run a request's `work` within --request-timeout and count it in /stats once, whatever its answer."""
+    async def answer(kind: str | None, work):
+        """Run a request's `work` within --request-timeout and count it in /stats once, whatever its answer (a
+        `kind` of None: not counted, /explain)."""
         status = 500
         try:
             async with asyncio.timeout(settings.request_timeout):
@@ -366,7 +397,8 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
             status = 499  # the server is stopping under it
             raise
         finally:
-            counts.answered(kind, status)
+            if kind is not None:
+                counts.answered(kind, status)
 
     async def outcome_of(future):
         """The worker's answer to a submitted job; HTTP 503 where the batcher was stopped before it got to it."""
@@ -377,6 +409,15 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
             if future.cancelled() and task is not None and not task.cancelling():
                 raise HTTPException(503, "the server shut down before the request was scored") from None
             raise
+
+    page = resources.files("icreward.server").joinpath("static", "index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        """The page: drop an image and videos, see the ranking, every head, the per-frame curve and the maps."""
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_CSP})
+
+    app.mount("/static", StaticFiles(packages=[("icreward.server", "static")]), name="static")
 
     @app.get("/healthz", response_model=Health, summary="liveness")
     async def healthz() -> Health:
@@ -464,6 +505,76 @@ def create_app(scorer: Scorer, model_name: str, settings: ServeSettings | None =
             )
 
         return await answer("rank", work)
+
+    explain_body = _bodies(ExplainPaths, {"image": "conditioning image"}, list_field="videos")
+    explain_body["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"].update(
+        grid={"type": "integer", "description": f"map cells per side, {GRID_RANGE[0]} to {GRID_RANGE[1]} (16)"},
+        frame_size={
+            "type": "integer",
+            "description": "send the sampled frames as JPEG data URIs, longer side at most this "
+            f"({FRAME_SIZE_RANGE[0]} to {FRAME_SIZE_RANGE[1]}; default: none)",
+        },
+    )
+
+    @app.post(
+        "/explain",
+        response_model=ExplainResponse,
+        responses=_ERRORS,
+        summary="where and when each video drifts from its image, videos ranked",
+        description="Several videos of one image (uploads: file field `image`, one file field `videos` per video; or a "
+        "JSON object of paths), each explained: every head's value, the reward of each sampled frame judged alone "
+        "(the curve: higher = more consistent), a `grid` x `grid` inconsistency map per sampled frame (0: as in the "
+        "image, 1: most changed), the sampled frames' numbers and times (to show each map with its frame of the "
+        "playing video), the frame where drift starts (`onset`), where it is strongest (`region`) and a one-line "
+        "`summary`; ranked by `head` best first, as /rank ranks. `frame_size` also sends the sampled frames as JPEGs "
+        f"(for a browser that cannot play the file). At most {settings.max_explain_videos} videos per request (422 "
+        "over); a video that cannot be read comes last with its error. A model that cannot explain per frame (a "
+        "motion or camera metric) answers 422. " + endpoint_limits(settings, min_frames, max_frames),
+        openapi_extra=explain_body,
+    )
+    async def explain(request: Request) -> ExplainResponse:
+        from icreward.explain import ExplainError
+
+        async def work() -> ExplainResponse:
+            async with request_media(
+                request, policy, ExplainPaths, ("image",), "videos", max_list=settings.max_explain_videos
+            ) as media:
+                num_frames = frames_of(media)
+                head = head_of(media)
+                if head == "text" and not media.prompt:
+                    raise HTTPException(422, "the text head has no value without a prompt: send `prompt`")
+                grid, frame_size = await explain_options(request)
+                await run_in_threadpool(check_decode, media, num_frames)
+                cancelled = threading.Event()  # set when the request is answered or given up: the worker stops
+                job = functools.partial(
+                    explain_videos,
+                    scorer,
+                    media.paths["image"],
+                    media.videos,
+                    media.video_labels,
+                    num_frames=num_frames,
+                    prompt=media.prompt,
+                    head=head,
+                    grid=grid,
+                    frame_size=frame_size,
+                    device=settings.device,
+                    precision=settings.precision,
+                    cancelled=cancelled,
+                )
+                try:
+                    videos = await asyncio.get_running_loop().run_in_executor(app.state.explainer, job)
+                except MediaError as e:
+                    raise HTTPException(422, _media_detail("image", media.labels["image"], e)) from None
+                except ExplainError as e:
+                    raise HTTPException(422, f"model {model_name}: {e}") from None
+                finally:
+                    cancelled.set()
+            image = media.labels["image"]
+            return ExplainResponse(
+                image=image, model=model_name, num_frames=num_frames, head=head, grid=grid, videos=videos
+            )
+
+        return await answer(None, work)
 
     return app
 
