@@ -34,3 +34,16 @@ def tiny_text_encoder(tmp_path_factory):
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
     return f"hf:{folder}"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models (tiny diffusers pipelines, the reward on a few frames): they
+    gain nothing from more, and on a busy machine two threads spin against each other (a tiny SVD call took 4-13 s
+    with 2 threads beside other jobs, 0.35 s with 1). Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

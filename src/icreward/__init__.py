@@ -17,15 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from icreward.version import __version__
 
-__all__ = ["Scorer", "load", "list_metrics", "autocast", "__version__"]
+__all__ = ["Scorer", "RewardFunction", "load", "list_metrics", "autocast", "__version__"]
 
 if TYPE_CHECKING:
+    from icreward.guidance import RewardFunction
     from icreward.interface import Scorer
     from icreward.loading import list_metrics, load
     from icreward.precision import autocast
 
 _LAZY = {
     "Scorer": "icreward.interface",
+    "RewardFunction": "icreward.guidance",
     "load": "icreward.loading",
     "list_metrics": "icreward.loading",
     "autocast": "icreward.precision",
