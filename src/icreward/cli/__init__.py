@@ -16,8 +16,11 @@ import warnings
 
 from icreward.errors import IcrewardError
 
-SUBCOMMANDS = ("score", "eval", "synth", "train", "experiment", "rank", "serve", "import", "explain")
-_MODULES = {"eval": "evaluate", "import": "importing"}  # subcommand -> module name where they differ
+SUBCOMMANDS = (
+    "score", "eval", "synth", "train", "experiment", "rank", "serve", "import", "finetune", "explain", "best-of-n"
+)
+# subcommand -> module name where they differ
+_MODULES = {"eval": "evaluate", "import": "importing", "best-of-n": "best_of_n"}
 
 
 class UsageError(Exception):
