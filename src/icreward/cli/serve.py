@@ -21,7 +21,9 @@ from icreward.errors import IcrewardError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("serve", help="HTTP API: POST /score and /rank (uploads or allowed paths), docs at /docs")
+    p = sub.add_parser(
+        "serve", help="HTTP API: POST /score, /rank and /explain (uploads or allowed paths), a page at /, docs at /docs"
+    )
     add_model_option(p)
     add_head_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     )
     app = create_app(load(args.model, head=args.head), args.model, settings)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"icreward serve: {args.model} on http://{host}:{args.port} (API docs at /docs)", file=sys.stderr)
+    print(f"icreward serve: {args.model} on http://{host}:{args.port} (page at /, docs at /docs)", file=sys.stderr)
     if not settings.allow_roots:
         print("icreward serve: uploads only; --allow-root DIR also lets requests name files under DIR", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
