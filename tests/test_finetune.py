@@ -8,6 +8,7 @@ import pytest
 import torch
 
 pytest.importorskip("diffusers")
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny pipelines run best on one thread
 
 from icreward.cli import main  # noqa: E402
 from icreward.errors import IcrewardError  # noqa: E402
@@ -106,9 +107,12 @@ def test_reward_rises_on_the_training_images_and_the_lora_loads(tmp_path):
     fam = family_for(pipe)
     tuned = generate(ft.family, ft.denoiser, train, frames=3, steps=2, seed=5)
     loaded = generate(fam, fam.denoiser, train, frames=3, steps=2, seed=5)
-    assert torch.allclose(tuned, loaded, atol=1e-4)
     set_lora_enabled(fam.denoiser, False)
-    assert not torch.allclose(generate(fam, fam.denoiser, train, frames=3, steps=2, seed=5), loaded, atol=1e-3)
+    base = generate(fam, fam.denoiser, train, frames=3, steps=2, seed=5)
+    # the loaded LoRA's videos are the tuned ones up to float rounding (1e-5 alone in this module; up to 3e-3 seen in
+    # the full suite, amplified by the sampler), and far from the base model's (0.3 apart)
+    assert (tuned - loaded).abs().max() < 0.02 * (base - loaded).abs().max()
+    assert (base - loaded).abs().max() > 0.05
 
 
 @pytest.mark.slow
@@ -276,4 +280,5 @@ def test_sampling_from_the_parts_reproduces_the_pipelines(tmp_path):
             output_type="pt",
             **kwargs,
         ).frames
-        assert torch.allclose(ours, theirs, atol=1e-5), name
+        # the same computation in another batch layout: float rounding only (3e-5 at most seen with 2 threads)
+        assert torch.allclose(ours, theirs, atol=2e-4), name
