@@ -47,3 +47,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def chromium() -> str:
+    """The system Chromium's path (`ICREWARD_CHROMIUM` first); skips the test where there is none."""
+    import os
+    import shutil
+
+    for candidate in (os.environ.get("ICREWARD_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if candidate and (path := shutil.which(candidate)):
+            return path
+    pytest.skip("no Chromium to drive (apt-get install -y chromium, or set ICREWARD_CHROMIUM)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless system Chromium driven by Playwright, one per module (the service's /docs and page tests)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the system Chromium is used)")
+    executable = chromium()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -8,8 +8,6 @@ Needs `pip install playwright` (no `playwright install`: the system's Chromium i
 
 from __future__ import annotations
 
-import os
-import shutil
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,31 +20,12 @@ MODEL = "metric:first-frame-mse"
 ENDPOINTS = ("/score", "/rank", "/healthz", "/model", "/stats")
 
 
-def chromium() -> str:
-    for candidate in (os.environ.get("ICREWARD_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if candidate and (path := shutil.which(candidate)):
-            return path
-    pytest.skip("no Chromium to drive (apt-get install -y chromium, or set ICREWARD_CHROMIUM)")
-
-
 @pytest.fixture(scope="module")
 def url():
     """One uvicorn server on a free loopback port, stopped at the end."""
     app = create_app(icreward.load(MODEL), MODEL, ServeSettings(max_rank_videos=64, max_decode_mb=512))
     with serving(app) as address:
         yield address
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the system Chromium is used)")
-    executable = chromium()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def offline_page(browser, url: str):

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from test_serve import serving
-from test_serve_docs import chromium, offline_page
+from test_serve_docs import offline_page
 
 import icreward
 from icreward.server import ServeSettings, create_app
@@ -72,18 +72,6 @@ def needs(folder: Path, *names: str) -> list[Path]:
     if missing:
         pytest.skip(f"needs the real videos of ../shared: missing {', '.join(missing)}")
     return paths
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the system Chromium is used)")
-    executable = chromium()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def upload(image: Path, videos: list[Path], field: str = "videos") -> list:
