@@ -318,14 +318,16 @@ def explain(
         raise ValueError(f"frame_indices and times need one entry per frame ({t})")
     device = next((p.device for p in scorer.parameters()), torch.device("cpu"))
     image, video = image.to(device), video.to(device)
+    prompts = None if prompt is None else [prompt]
     with torch.no_grad():
-        heads = scorer.score_heads(image, video, prompt)
-        if kind == "model":
+        if kind == "model":  # one encoder pass serves the heads, the curve and the maps
             tokens = scorer.encode(image[None], video[None])
+            heads = scorer.head_values(scorer.heads_from_tokens(*tokens, video[None], prompts))
             curve = still_curve(scorer, image, video, tokens)
             maps = frame_maps(evidence_map(scorer, tokens), tuple(video.shape[-2:]), scorer.preprocess_config)
             maps = normalise_maps(maps, MAP_FULL_SCALE)
         else:
+            heads = scorer.head_values(scorer.all_heads(image[None], video[None], prompts))
             curve = still_curve(scorer, image, video)
             maps = pixel_error_map(image, video) if kind == "pixel" else None
             maps = None if maps is None else normalise_maps(maps, 0.05)

@@ -337,7 +337,12 @@ class Scorer(nn.Module):
         """Every head's reward of one pair (as `score` takes it), by name; None where a head has no value (the
         text head without a prompt)."""
         image, video = self._single(image, video, value_range)
-        heads = self.all_heads(image, video, None if prompt is None else [prompt])
+        return self.head_values(self.all_heads(image, video, None if prompt is None else [prompt]))
+
+    @staticmethod
+    def head_values(heads: dict[str, torch.Tensor]) -> dict[str, float | None]:
+        """The first item's reward of each head (`all_heads`' `[B]` tensors) as a float, None where it has no
+        value."""
         return {name: (float(v[0]) if math.isfinite(float(v[0])) else None) for name, v in heads.items()}
 
     def explain(

@@ -201,7 +201,14 @@ class RewardModel(Scorer):
     def _all_heads(
         self, image: torch.Tensor, video: torch.Tensor, prompt: Sequence[str | None] | None
     ) -> dict[str, torch.Tensor]:
-        consistency = self.reward_from_tokens(*self.encode(image, video))
+        return self.heads_from_tokens(*self.encode(image, video), video, prompt)
+
+    def heads_from_tokens(
+        self, img_tokens: Tokens, vid_tokens: Tokens, video: torch.Tensor, prompt: Sequence[str | None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """`all_heads` from backbone tokens already computed (`encode`) and the frames `video [B,T,3,H,W]` in [0, 1]
+        that the motion features read: for a caller that needs the tokens too (`icreward.explain`)."""
+        consistency = self.reward_from_tokens(img_tokens, vid_tokens)
         if self.task_heads is None:
             return {"consistency": consistency}
         from icreward.models.task_heads import motion_inputs
