@@ -15,16 +15,12 @@ labrador video, the page opened at the second card's worst frame, as a small pal
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,28 +34,6 @@ TEN = (
 SHOT_IMAGE, SHOT_PROMPT = "bear.png", "1bear walking in a shop, best quality, 4k"
 SHOT_VIDEOS = ("bear-magnitude1.mp4", "bear-magnitude2.mp4", "bear-magnitude3.mp4", "labrador-loop1.mp4")
 SHOT_WIDTH, SHOT_MAX_BYTES = 1000, 300_000
-
-
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """The app served by uvicorn on a free loopback port, in a thread; yields its URL, stops it at the end."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 def chromium() -> str:
@@ -140,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     import icreward
-    from icreward.server import ServeSettings, create_app
+    from icreward.server import ServeSettings, create_app, serve_in_thread
 
     model = icreward.load(args.model)
     app = create_app(model, args.model, ServeSettings(request_timeout=args.timeout))
     image, videos = args.pia / "labrador.png", [args.pia / v for v in TEN[: args.videos]]
-    with serving(app) as url, sync_playwright() as playwright:
+    with serve_in_thread(app) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})

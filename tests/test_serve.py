@@ -2,23 +2,23 @@
 
 import contextlib
 import re
-import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
 import icreward
+from icreward.errors import IcrewardError
 from icreward.interface import Scorer
 from icreward.media import write_video
-from icreward.server import ServeSettings, create_app
+from icreward.server import ServeSettings, create_app, serve_in_thread
 
 MODEL = "metric:color-hist"
 
@@ -289,33 +289,10 @@ def test_request_over_the_timeout_is_504_and_counted_dropped(scorer, media):
     assert stats["requests"] == stats["errors"] == stats["dropped"] == 4, stats
 
 
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """The app served by uvicorn on a free loopback port, in a thread; yields its URL, stops it at the end."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-    assert not thread.is_alive()
-
-
 def test_real_server_micro_batches_concurrent_requests(scorer, media):
     """One uvicorn server on a free loopback port; 16 concurrent requests (uploads and paths), then it is stopped."""
     settings = ServeSettings(allow_roots=[media], batch_size=8, batch_wait_ms=300)
-    with serving(create_app(scorer, MODEL, settings)) as url:
+    with serve_in_thread(create_app(scorer, MODEL, settings)) as url:
         expected = {v: scorer.score(media / "img.png", media / v) for v in ("good.mp4", "bad.mp4")}
 
         def call(i: int) -> tuple[str, httpx.Response]:
@@ -333,6 +310,24 @@ def test_real_server_micro_batches_concurrent_requests(scorer, media):
         stats = httpx.get(f"{url}/stats", timeout=10).json()
         assert stats["requests"] == 16 and stats["items"] == 16
         assert stats["largest_batch"] > 1 and stats["batches"] < 16, stats
+
+
+def test_serve_in_thread_answers_inside_the_block_and_stops_after(scorer):
+    """The URL answers inside the block; after it the port is closed and the app shut down (its batcher stopped). An
+    app that cannot start is an error, not a wait."""
+    with serve_in_thread(create_app(scorer, MODEL)) as url:
+        assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz", timeout=5)
+    assert not {"icreward-serve", "icreward-batcher"} & {t.name for t in threading.enumerate()}
+
+    @contextlib.asynccontextmanager
+    async def failing(app):
+        raise RuntimeError("no model")
+        yield
+
+    with pytest.raises(IcrewardError, match="did not start"), serve_in_thread(FastAPI(lifespan=failing)):
+        pass
 
 
 def test_serve_command_line_builds_the_app(monkeypatch, media):

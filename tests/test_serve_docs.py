@@ -11,10 +11,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
-from test_serve import serving
 
 import icreward
-from icreward.server import ServeSettings, create_app
+from icreward.server import ServeSettings, create_app, serve_in_thread
 
 MODEL = "metric:first-frame-mse"
 ENDPOINTS = ("/score", "/rank", "/healthz", "/model", "/stats")
@@ -24,7 +23,7 @@ ENDPOINTS = ("/score", "/rank", "/healthz", "/model", "/stats")
 def url():
     """One uvicorn server on a free loopback port, stopped at the end."""
     app = create_app(icreward.load(MODEL), MODEL, ServeSettings(max_rank_videos=64, max_decode_mb=512))
-    with serving(app) as address:
+    with serve_in_thread(app) as address:
         yield address
 
 

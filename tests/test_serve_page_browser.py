@@ -19,11 +19,10 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from test_serve import serving
 from test_serve_docs import offline_page
 
 import icreward
-from icreward.server import ServeSettings, create_app
+from icreward.server import ServeSettings, create_app, serve_in_thread
 
 pytestmark = pytest.mark.slow  # the shipped model explaining 3 real videos, and a browser: ~20 s on 2 CPU cores
 
@@ -127,7 +126,7 @@ def check_maps_drawn(page, body: dict, scale: str = "video") -> None:
 def test_page_ranks_explains_and_overlays_real_videos_offline(browser, tmp_path):
     image, *videos = needs(PIA, PIA_IMAGE, *PIA_VIDEOS)
     model = icreward.load("default")
-    with serving(create_app(model, "default", ServeSettings())) as url:
+    with serve_in_thread(create_app(model, "default", ServeSettings())) as url:
         page = offline_page(browser, url)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -204,7 +203,7 @@ def test_page_shows_sampled_frames_of_videos_the_browser_cannot_play(browser, tm
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
     model = icreward.load("metric:first-frame-mse")
-    with serving(create_app(model, "metric:first-frame-mse", ServeSettings())) as url:
+    with serve_in_thread(create_app(model, "metric:first-frame-mse", ServeSettings())) as url:
         page = offline_page(browser, url)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))

@@ -208,16 +208,18 @@ def check_run(config: TrainConfig) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.heads is not None:
         return _run_heads(args)
-    import torch.distributed as dist
+    from icreward.training.trainer import close_process_group
 
     config = config_from_args(args)
     check_run(config)
     check_model_kwargs(config.model_type, config.model)
+    finished = False
     try:
-        return _run(config)
+        code = _run(config)
+        finished = True
+        return code
     finally:
-        if dist.is_available() and dist.is_initialized():  # a clean exit under torchrun needs this
-            dist.destroy_process_group()
+        close_process_group(finished)
 
 
 def _run_heads(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from icreward.errors import IcrewardError, MediaError
 from icreward.interface import Scorer
 from icreward.server.batcher import MicroBatcher, ScoreOutcome
+from icreward.server.bodies import RankPaths
 from icreward.server.explaining import (
     FRAME_SIZE_RANGE,
     GRID_RANGE,
@@ -100,16 +101,6 @@ class ScorePaths(BaseModel):
     num_frames: int | None = Field(None, description="frames sampled from the video (default: the model's)")
     prompt: str | None = Field(None, description="the prompt the video was made from (text head, guidance)")
     head: str | None = Field(None, description="which head is `reward` (default: the served model's own)")
-
-
-class RankPaths(BaseModel):
-    """Rank videos on the server: paths inside an --allow-root folder (relative paths start from the first)."""
-
-    image: str = Field(description="conditioning image", examples=["cats/cat.png"])
-    videos: list[str] = Field(description="candidate videos of that image", examples=[["cats/a.mp4", "cats/b.mp4"]])
-    num_frames: int | None = Field(None, description="frames sampled from each video (default: the model's)")
-    prompt: str | None = Field(None, description="the prompt the videos were made from (text head, guidance)")
-    head: str | None = Field(None, description="which head ranks them (default: the served model's own)")
 
 
 class ScoreResponse(BaseModel):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from icreward.errors import MediaError
 from icreward.interface import Scorer
+from icreward.server.bodies import RankPaths
 
 GRID_RANGE = (1, 64)  # map cells per side a request may ask for
 DEFAULT_GRID = 16
@@ -25,14 +26,10 @@ FRAME_SIZE_RANGE = (16, 1024)  # longer side of the sampled frames sent back as 
 JPEG_QUALITY = 85
 
 
-class ExplainPaths(BaseModel):
+class ExplainPaths(RankPaths):
     """Explain videos on the server: paths inside an --allow-root folder (relative paths start from the first)."""
 
-    image: str = Field(description="conditioning image", examples=["cats/cat.png"])
     videos: list[str] = Field(description="videos of that image", examples=[["cats/a.mp4", "cats/b.mp4"]])
-    num_frames: int | None = Field(None, description="frames sampled from each video (default: the model's)")
-    prompt: str | None = Field(None, description="the prompt the videos were made from (text head, guidance)")
-    head: str | None = Field(None, description="which head ranks them (default: the served model's own)")
     grid: int = Field(DEFAULT_GRID, description=f"map cells per side, {GRID_RANGE[0]} to {GRID_RANGE[1]}")
     frame_size: int | None = Field(
         None,

@@ -462,6 +462,23 @@ def make_accelerator(precision: str, cpu: bool):
     return Accelerator(mixed_precision=mixed, cpu=cpu)
 
 
+def close_process_group(finished: bool) -> None:
+    """Leave torch.distributed at the end of a launched run (`torchrun`; a no-op in a single process).
+
+    A process that `finished` first waits at a barrier until every process has finished, so none tears its group down
+    (and exits) while another still talks to it; a failed one does not wait (the launcher ends the others). The group
+    is destroyed either way. gloo keeps its worker threads until the group itself is freed, which DDP's hold on it
+    delays to the exit: the barrier retires every earlier collective (and the tensors it holds) before that.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def build_reward_model(config: TrainConfig):
     """A freshly initialised model (seed the generators first: its initial weights come from them)."""
     from icreward.models import build_model
