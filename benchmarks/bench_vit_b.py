@@ -17,7 +17,9 @@ a shared machine hits them all alike) it times:
     (`--batch-sizes` videos per forward) and from the files through `icreward.scoring.score_items` (decode included,
     overlapped with the forward), in each `--modes`: `fp32`; `bf16-autocast` (fp32 weights, `torch.autocast`: what
     `--precision bf16` does); `bf16-weights` (the backbone loaded with `backbone_kwargs={"dtype": "bfloat16"}`, run
-    without autocast); on CUDA also `fp16-autocast` and `fp16-weights`;
+    without autocast); on a CPU both bf16 modes run the fused layers of `icreward.backbones.fused_vit`, and
+    `bf16-autocast-unfused` / `bf16-weights-unfused` (`fused=False`) run transformers' own forward beside them; on
+    CUDA also `fp16-autocast` and `fp16-weights`;
   - square `--matmul-size` matmuls in fp32 and in bf16 (and fp16 on CUDA): the dense rate of the same machine.
 FLOPs: `torch.utils.flop_counter` counts one 224 image through the encoder (17.6 GMAC = 35.1 GFLOP, FLOPs = 2 x MACs,
 attention included); a video is 1 + T images. Utilisation = achieved GFLOP/s / the same-dtype matmul rate of the same
@@ -81,9 +83,28 @@ MODE_DTYPE = {
     "fp32": torch.float32,
     "bf16-autocast": torch.bfloat16,
     "bf16-weights": torch.bfloat16,
+    "bf16-autocast-unfused": torch.bfloat16,
+    "bf16-weights-unfused": torch.bfloat16,
     "fp16-autocast": torch.float16,
     "fp16-weights": torch.float16,
 }
+WEIGHTS = {"bf16-weights": "bfloat16", "bf16-weights-unfused": "bfloat16", "fp16-weights": "float16"}
+
+
+def mode_precision(mode: str) -> str:
+    """What `--precision` a mode runs under: autocast modes their dtype, the others fp32 (no autocast)."""
+    return mode[:4] if "autocast" in mode else "fp32"
+
+
+def mode_backbone_kwargs(mode: str, **kwargs) -> dict:
+    """`backbone_kwargs` of a mode: its weight dtype, and `fused=False` for transformers' own forward."""
+    if mode in WEIGHTS:
+        kwargs["dtype"] = WEIGHTS[mode]
+    if mode.endswith("unfused"):
+        kwargs["fused"] = False
+    return kwargs
+
+
 # Kernels of the dense work: linear layers (addmm / mm / bmm, oneDNN's own linear) and fused attention.
 MATMUL_OPS = ("addmm", "mm", "bmm", "matmul", "linear", "scaled_dot_product", "flash_attention", "mkldnn", "conv")
 
@@ -249,8 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     from icreward.precision import supported
 
     have = supported(device.type)
-    # fp16 on a CPU: no native fp16 matmul here, so it is left out unless asked for
-    default_modes = [m for m in MODE_DTYPE if m[:4] in have and (device.type == "cuda" or not m.startswith("fp16"))]
+    # fp16 on a CPU: no native fp16 matmul here, so it is left out unless asked for; the fused layers are CPU-only
+    default_modes = [
+        m
+        for m in MODE_DTYPE
+        if m[:4] in have
+        and (device.type == "cuda" or not m.startswith("fp16"))
+        and (device.type == "cpu" or not m.endswith("unfused"))
+    ]
     modes = args.modes or default_modes
     n_matmul = args.matmul_size or (8192 if device.type == "cuda" else 2048)
     start, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -263,13 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"making {args.videos} videos and a random DINO ViT-B/16")
         items = make_videos(root, args.videos, args.seed)
         backbone = random_dino_vitb16(root / "vitb16", args.seed)
-        weights = {"fp32": None, "bf16-weights": "bfloat16", "fp16-weights": "float16"}
         scorers = {}
         for mode in modes:
-            kwargs = {"dtype": weights[mode]} if weights.get(mode) else {}
-            if mode.endswith("autocast") and "fp32" in scorers:
+            if mode.endswith("autocast") and "fp32" in scorers:  # the same weights, under autocast
                 scorers[mode] = scorers["fp32"]
                 continue
+            kwargs = mode_backbone_kwargs(mode)
             scorers[mode] = icreward.load(METRIC, backbone=backbone, backbone_kwargs=kwargs).to(device).eval()
         peer = icreward.load(METRIC, backbone=backbone, backbone_kwargs={"attn_implementation": "eager"})
         peer_encoder = peer.embedder.backbone.to(device)
@@ -281,12 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         images = [load_image(it.image, max_side=max_side) for it in items]
         videos = [load_video(it.video, num_frames=FRAMES, max_side=max_side) for it in items]
 
-        def precision(mode: str) -> str:
-            return mode[:4] if mode.endswith("autocast") else "fp32"
-
         def tensor_call(scorer, image: torch.Tensor, video: torch.Tensor, mode: str) -> Callable[[], torch.Tensor]:
             def call() -> torch.Tensor:
-                with torch.no_grad(), autocast(device, precision(mode)):
+                with torch.no_grad(), autocast(device, mode_precision(mode)):
                     return scorer(image, video)
 
             return call
@@ -295,7 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             def call() -> None:
                 results = list(
                     score_items(
-                        scorer, items, batch_size=batch_size, device=device, precision=precision(mode), progress=False
+                        scorer,
+                        items,
+                        batch_size=batch_size,
+                        device=device,
+                        precision=mode_precision(mode),
+                        progress=False,
                     )
                 )
                 if any(r.error for r in results):
@@ -332,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         breakdown = None
         if not args.no_breakdown:
             log("breakdown")
-            breakdown = where_time_goes(items, images, videos, backbone, scorers, modes, args, device, max_side)
+            breakdown = where_time_goes(
+                items, images, videos, backbone, scorers, modes, args, device, max_side, image_flops
+            )
 
     rates = {key[1]: [f / t / 1e9 for t in times[key]] for key, f in videos_per_call.items() if key[0] == "matmul"}
     print(
@@ -391,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def where_time_goes(items, images, videos, backbone, scorers, modes, args, device, max_side) -> str:
+def where_time_goes(items, images, videos, backbone, scorers, modes, args, device, max_side, flops) -> str:
     """Tables of the time per stage (decode, preprocess, encoder per kernel / dtype / batch shape) and of the dense
     share of the fastest configuration's profile."""
     bs = args.batch_sizes[0]
@@ -400,12 +430,16 @@ def where_time_goes(items, images, videos, backbone, scorers, modes, args, devic
     image = torch.stack((images * reps)[:bs]).to(device)
     video = torch.stack((videos * reps)[:bs]).to(device)
     pixels = torch.cat([preprocess(image, config), preprocess(video, config).flatten(0, 1)])  # (B + B*T, 3, 224, 224)
+    from icreward.backbones.fused_vit import fused_kernels_available
+
+    fused = device.type == "cpu" and fused_kernels_available()
     encoders = {}
     for mode in modes:
-        encoders[mode, "sdpa"] = scorers[mode].embedder.backbone
-        kwargs = {"attn_implementation": "eager"}
-        if mode.endswith("weights"):
-            kwargs["dtype"] = "bfloat16" if mode.startswith("bf16") else "float16"
+        own = "sdpa" if mode.endswith("unfused") or not (fused and mode.startswith("bf16")) else "fused"
+        encoders[mode, own] = scorers[mode].embedder.backbone
+        if mode.endswith("unfused"):
+            continue
+        kwargs = mode_backbone_kwargs(mode, attn_implementation="eager", fused=False)
         encoders[mode, "eager"] = (
             encoders["fp32", "eager"]
             if mode.endswith("autocast") and ("fp32", "eager") in encoders
@@ -413,10 +447,8 @@ def where_time_goes(items, images, videos, backbone, scorers, modes, args, devic
         )
 
     def run(encoder, x: torch.Tensor, mode: str) -> Callable[[], object]:
-        precision = mode[:4] if mode.endswith("autocast") else "fp32"
-
         def call() -> object:
-            with torch.no_grad(), autocast(device, precision):
+            with torch.no_grad(), autocast(device, mode_precision(mode)):
                 return encoder(x)
 
         return call
@@ -432,35 +464,62 @@ def where_time_goes(items, images, videos, backbone, scorers, modes, args, devic
     }
     for (mode, kernel), encoder in encoders.items():
         calls[f"encoder {mode}, {kernel} attention, {pixels.shape[0]} images"] = run(encoder, pixels, mode)
-    fastest = modes[-1]
+    fastest = next((key for key in encoders if key[0] == "bf16-weights"), next(iter(encoders)))
     per_video = pixels.shape[0] // bs
 
     def one_video_at_a_time() -> None:
         for i in range(bs):
-            run(encoders[fastest, "sdpa"], pixels[i * per_video : (i + 1) * per_video], fastest)()
+            run(encoders[fastest], pixels[i * per_video : (i + 1) * per_video], fastest[0])()
 
-    calls[f"encoder {fastest}, sdpa, {per_video} images x {bs} calls"] = one_video_at_a_time
+    calls[f"encoder {fastest[0]}, {fastest[1]}, {per_video} images x {bs} calls"] = one_video_at_a_time
+    flops_of = {name: pixels.shape[0] * flops for name in calls if name.startswith("encoder")}
+    if fastest[1] == "fused":  # the ceiling: the same GEMMs with nothing around them, and the square rate beside
+        name = "the fused encoder's GEMMs alone (packed bf16, no epilogue, no attention)"
+        calls[name], flops_of[name] = gemms_alone(encoders[fastest].model, pixels.shape[0])
+        name = f"square {args.matmul_size or 2048}² bf16 matmuls"
+        calls[name], flops_of[name] = matmul_call(args.matmul_size or 2048, torch.bfloat16, device, 0.5)
     times = time_rounds(calls, args.repeats, device)
-    flops = count_image_flops(
-        encoders["fp32", "sdpa"] if ("fp32", "sdpa") in encoders else encoders[fastest, "sdpa"], device
-    )
     rows = []
     for name, ts in times.items():
         t = statistics.median(ts)
-        gflops = f"{pixels.shape[0] * flops / t / 1e9:.0f}" if name.startswith("encoder") else "-"
+        gflops = f"{flops_of[name] / t / 1e9:.0f}" if name in flops_of else "-"
         rows.append([name, f"{1000 * t:.0f}", f"{1000 * t / bs:.0f}", gflops])
     out = [
         f"\nWhere the time goes: a batch of {bs} videos ({pixels.shape[0]} images), median of {args.repeats} rounds\n",
         markdown_table(["stage", "ms", "ms per video", "GFLOP/s"], rows),
     ]
     if device.type == "cpu":
-        dense, others = matmul_share(run(encoders[fastest, "sdpa"], pixels, fastest))
+        dense, others = matmul_share(run(encoders[fastest], pixels, fastest[0]))
         top = ", ".join(f"{name} {share:.1%}" for name, share in others)
         out.append(
-            f"\nProfile of the encoder in {fastest} (sdpa): {dense:.1%} of its CPU time in matmul and attention "
-            f"kernels; the costliest other ops: {top}"
+            f"\nProfile of the encoder in {fastest[0]} ({fastest[1]}): {dense:.1%} of its CPU time in matmul and "
+            f"attention kernels; the costliest other ops: {top}"
         )
     return "\n".join(out)
+
+
+def gemms_alone(model: torch.nn.Module, images: int) -> tuple[Callable[[], None], int]:
+    """A call running only the GEMMs `FusedViT` runs for `images` 224 images (the q/k/v, output and MLP
+    projections of every layer, chunk by chunk, on random bf16 inputs of their shapes), and their FLOPs."""
+    from icreward.backbones.fused_vit import FusedViT
+
+    fused = FusedViT(model)
+    config = model.config
+    tokens = (config.image_size // config.patch_size) ** 2 + 1  # (224 / 16)^2 patches + CLS
+    per_chunk = max(1, fused.chunk_tokens // tokens)
+    chunks, rows = math.ceil(images / per_chunk), per_chunk * tokens
+    width, mlp = config.hidden_size, config.intermediate_size
+    x, h = torch.randn(rows, width, dtype=torch.bfloat16), torch.randn(rows, mlp, dtype=torch.bfloat16)
+    linear = torch.ops.mkldnn._linear_pointwise
+
+    def call() -> None:
+        for _ in range(chunks):
+            for p in fused.layers:
+                for weights, inputs in ((p["qkv"], x), (p["o"], x), (p["fc1"], x), (p["fc2"], h)):
+                    linear(inputs, *weights, "none", [], "")
+
+    per_layer = 2 * rows * (width * 3 * width + width * width + 2 * width * mlp)
+    return call, chunks * len(fused.layers) * per_layer
 
 
 if __name__ == "__main__":
