@@ -144,6 +144,76 @@ def test_gif_first_frame(tmp_path):
     torch.testing.assert_close(load_image(path)[:, 4, 4], torch.tensor([1.0, 0.0, 0.0]))
 
 
+@pytest.mark.parametrize("max_side", [None, 4])
+def test_gif_video_colours_and_transparency(tmp_path, max_side):
+    """GIF frames decode as BGRA: the colours come back in RGB order, transparent pixels on white, whether the frames
+    are only reordered (at their own size) or scaled by FFmpeg."""
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    opaque = [Image.new("RGB", (8, 8), c) for c in colours]
+    path = save(opaque[0], tmp_path / "opaque.gif", save_all=True, append_images=opaque[1:], duration=100)
+    video = load_video(path, num_frames=3, max_side=max_side)  # (3, 3, h, w)
+    assert video.shape[-2:] == ((8, 8) if max_side is None else (4, 4))
+    torch.testing.assert_close(video[:, :, 1, 1], torch.tensor(colours, dtype=torch.float32) / 255, atol=0.02, rtol=0)
+    holes = []
+    for c in colours:
+        frame = Image.new("P", (8, 8), 1)
+        frame.putpalette([0, 0, 0, *c] + [0] * 762)
+        frame.paste(0, (0, 0, 8, 4))  # top half: index 0, the transparent one
+        holes.append(frame)
+    path = save(holes[0], tmp_path / "holes.gif", save_all=True, append_images=holes[1:], transparency=0, disposal=2)
+    video = load_video(path, num_frames=3, max_side=max_side)
+    bottom, top = video[:, :, -1, 1], video[:, :, 0, 1]  # (3 frames, RGB)
+    torch.testing.assert_close(top, torch.ones(3, 3), atol=0.02, rtol=0)  # transparent -> DEFAULT_BACKGROUND, white
+    torch.testing.assert_close(bottom, torch.tensor(colours, dtype=torch.float32) / 255, atol=0.02, rtol=0)
+
+
+@pytest.mark.parametrize("kept_bytes", [media.KEPT_PACKET_BYTES, 0])
+def test_b_frames_come_back_in_presentation_order(tmp_path, monkeypatch, kept_bytes):
+    """H.264 with B-frames stores frames out of order; the sampled frames are those of presentation order, whether
+    the packets counted are kept for decoding or (over KEPT_PACKET_BYTES) read again from the file."""
+    monkeypatch.setattr(media, "KEPT_PACKET_BYTES", kept_bytes)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (64, 64, 3))
+    path = tmp_path / "b.mp4"
+    options = {"bf": "3", "x264-params": "bframes=3:b-adapt=0:keyint=30:scenecut=0"}
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8, options=options)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(24):
+            frame = np.clip(np.roll(base, i, axis=1) * 0.5 + 8 * i, 0, 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        pts = [p.pts for p in container.demux(video=0) if p.size]
+        assert pts != sorted(pts)  # stored out of presentation order
+    with av.open(str(path)) as container:
+        reference = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    video = load_video(path, num_frames=5)
+    expected = torch.stack([torch.from_numpy(reference[i]).permute(2, 0, 1) for i in sample_indices(24, 5)]) / 255
+    torch.testing.assert_close(video, expected.float(), atol=0, rtol=0)
+
+
+def test_rgba_video_with_hidden_colour_under_transparency_is_composited(tmp_path):
+    """An RGBA stream (PNG in MOV) whose transparent pixels hold red: they come back as the white background."""
+    path = tmp_path / "alpha.mov"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 8, 8, "rgba"
+        for _ in range(3):
+            rgba = np.zeros((8, 8, 4), np.uint8)
+            rgba[..., 0] = 255  # red everywhere
+            rgba[4:, :, 3] = 255  # opaque only in the bottom half
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgba, format="rgba")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    video = load_video(path, num_frames=3)
+    torch.testing.assert_close(video[:, :, 0, 0], torch.ones(3, 3))  # transparent: white, exactly
+    torch.testing.assert_close(video[:, :, -1, 0], torch.tensor([[1.0, 0.0, 0.0]] * 3))  # opaque red
+
+
 def test_max_side_shrinks_keeping_aspect(tmp_path):
     arr = np.full((300, 400, 3), 200, np.uint8)
     for name in ["a.png", "a.jpg"]:

@@ -17,6 +17,7 @@ import re
 import stat
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,9 @@ MAX_VIDEO_PIXELS: int | None = 2**35
 # `num_frames` times pixels of a frame at the working size (after `max_side`): the float32 tensor returned, 12 bytes
 # a pixel, so 2**28 pixels are 3 GiB. Only `max_side=None` comes near it (256 frames at 512 take a quarter).
 MAX_SAMPLED_PIXELS: int | None = 2**28
+# A container is demuxed once to count its frames; its packets are kept for decoding when they come to at most this
+# many bytes (a few seconds of 1080p), so the file is not opened and read twice; past it, it is read again.
+KEPT_PACKET_BYTES = 64 * 1024 * 1024
 
 
 class FrameCountError(IcrewardError, ValueError):
@@ -456,26 +460,61 @@ def _open_container(path: Path) -> av.container.InputContainer:
     return container
 
 
-def _count_frames(path: Path) -> tuple[int, int, int]:
-    """`(frames, width, height)` of the first video stream: frames counted from its packets (demuxed, not decoded:
-    cheap even for 4K), the size as its header declares it (0 where the header does not say)."""
-    with _open_container(path) as container:
-        stream = container.streams.video[0]
-        if stream.codec_context is None:  # FFmpeg has no decoder for it (or the codec id in the file is garbage)
-            raise MediaError(path, "its video stream is in a codec FFmpeg cannot decode (or the file is corrupt)")
-        width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
-        try:
-            return sum(1 for p in container.demux(stream) if p.size > 0 and not p.is_discard), width, height
-        except MemoryError:
-            raise
-        except Exception as exc:  # FFmpegError, and what PyAV raises converting what it read (UnicodeDecodeError…)
-            raise MediaError(path, f"truncated or corrupt: could not read its packets ({_brief(exc)})") from exc
+def _read_packets(container: av.container.InputContainer, path: Path) -> tuple[list | None, int, int, int]:
+    """`(packets, count, width, height)` of the first video stream: its packets with data, demuxed, not decoded
+    (cheap even for 4K), kept compressed for decoding when they come to at most KEPT_PACKET_BYTES (else None: the
+    caller demuxes again), their count, and the size the header declares (0 where it does not say)."""
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # FFmpeg has no decoder for it (or the codec id in the file is garbage)
+        raise MediaError(path, "its video stream is in a codec FFmpeg cannot decode (or the file is corrupt)")
+    width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
+    packets: list | None = []
+    count = kept = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size > 0 and not packet.is_discard:
+                count += 1
+                kept += packet.size
+                if packets is not None and kept <= KEPT_PACKET_BYTES:
+                    packets.append(packet)
+                else:
+                    packets = None
+    except MemoryError:
+        raise
+    except Exception as exc:  # FFmpegError, and what PyAV raises converting what it read (UnicodeDecodeError…)
+        raise MediaError(path, f"truncated or corrupt: could not read its packets ({_brief(exc)})") from exc
+    return packets, count, width, height
+
+
+def _decoded_frames(
+    path: Path, container: av.container.InputContainer, packets: list | None
+) -> Iterator[av.VideoFrame]:
+    """The first video stream's frames in presentation order: decoded from `packets` then drained, or, where they
+    were not kept, from the file opened again."""
+    if packets is None:
+        with _open_container(path) as again:
+            stream = again.streams.video[0]
+            stream.thread_type = "AUTO"
+            yield from again.decode(stream)
+        return
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    for packet in [*packets, None]:
+        yield from stream.codec_context.decode(packet)
+
+
+# Packed formats a decoder may hand out that need no colour conversion: the channel order that makes them RGB(A).
+_PACKED_TO_RGB = {"rgb24": None, "rgba": None, "bgr24": [2, 1, 0], "bgra": [2, 1, 0, 3]}
 
 
 def _frame_to_array(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     """An `av.VideoFrame` as uint8 `(h, w, 3)`, or `(h, w, 4)` where it has alpha, at `size` = (w, h); FFmpeg scales
-    it before numpy sees it."""
-    has_alpha = any(c.is_alpha for c in frame.format.components)  # GIF frames decode as BGRA
+    it before numpy sees it. A packed RGB frame already at `size` (GIF frames decode as BGRA) is only reordered."""
+    if (frame.width, frame.height) == size and frame.format.name in _PACKED_TO_RGB:
+        order = _PACKED_TO_RGB[frame.format.name]
+        packed = frame.to_ndarray()  # (h, w, 3 or 4) uint8, the frame's own layout
+        return packed if order is None else packed[..., order]
+    has_alpha = any(c.is_alpha for c in frame.format.components)
     return frame.reformat(
         width=size[0], height=size[1], format="rgba" if has_alpha else "rgb24", interpolation="BICUBIC"
     ).to_ndarray()  # (h, w, 3 or 4) uint8
@@ -483,29 +522,32 @@ def _frame_to_array(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
 
 def _arrays_to_video(frames: list[np.ndarray]) -> torch.Tensor:
     """uint8 frames `(h, w, 3 or 4)` -> float32 `[T, 3, h, w]` in [0, 1], RGBA composited on DEFAULT_BACKGROUND:
-    converted all at once, planar, rather than in several small steps per frame."""
+    converted all at once, planar, rather than in several small steps per frame. Where every pixel is opaque (most
+    GIFs) compositing would change nothing, and alpha is dropped instead."""
     if len({f.shape for f in frames}) > 1:  # a stream whose frames change format: frame by frame
         return torch.cat([_arrays_to_video([f]) for f in frames])
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous().float().div_(255)  # (T, C, h, w)
-    return _composite(x, DEFAULT_BACKGROUND) if x.shape[1] == 4 else x  # (T, 3, h, w)
+    x = torch.from_numpy(np.stack(frames))  # (T, h, w, C) uint8
+    if x.shape[-1] == 4 and bool((x[..., 3] == 255).all()):
+        x = x[..., :3]
+    T, h, w, C = x.shape
+    planar = torch.empty((T, C, h, w)).copy_(x.permute(0, 3, 1, 2)).div_(255)  # (T, C, h, w), one conversion pass
+    return _composite(planar, DEFAULT_BACKGROUND) if C == 4 else planar  # (T, 3, h, w)
 
 
 def _load_container(path: Path, num_frames: int, max_side: int | None, min_frames: int) -> torch.Tensor:
-    n_frames, width, height = _count_frames(path)
-    _check_length(path, n_frames, min_frames, num_frames)
-    checked = None  # the frame size the limits were checked at
-    if width and height:  # refused on the header, before the decoder allocates a frame
-        _check_video_size(path, width, height, n_frames, num_frames, max_side, "its stream header")
-        checked = (width, height)
-    wanted = sample_indices(n_frames, num_frames)
-    copies = Counter(wanted)  # frame index -> how many times it appears in the sample
     kept: list[np.ndarray] = []  # uint8 (h, w, 3 or 4) each, in sample order
-    decoded, size = 0, None
-    with _open_container(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+    with _open_container(path) as container:  # opened once: the packets are counted, then decoded
+        packets, n_frames, width, height = _read_packets(container, path)
+        _check_length(path, n_frames, min_frames, num_frames)
+        checked = None  # the frame size the limits were checked at
+        if width and height:  # refused on the header, before the decoder allocates a frame
+            _check_video_size(path, width, height, n_frames, num_frames, max_side, "its stream header")
+            checked = (width, height)
+        wanted = sample_indices(n_frames, num_frames)
+        copies = Counter(wanted)  # frame index -> how many times it appears in the sample
+        decoded, size = 0, None
         try:
-            for index, frame in enumerate(container.decode(stream)):
+            for index, frame in enumerate(_decoded_frames(path, container, packets)):
                 decoded = index + 1
                 if (frame.width, frame.height) != checked:  # no size in the header, or a stream that changes size
                     checked = (frame.width, frame.height)
