@@ -2,7 +2,7 @@
 
     python benchmarks/bench_throughput.py [--model default] [--repeats 9] [--warmup 2] [--batch-size 8]
         [--num-frames T] [--side 256] [--root ../shared/real-i2v] [--matmul-sizes 1024 256] [--seed 0]
-        [--threads N]
+        [--threads N] [--file-passes 4] [--glibc-malloc]
     python benchmarks/bench_throughput.py --vit-b [options of benchmarks/bench_vit_b.py]
 
 `--vit-b` runs the ViT-B/16 case instead (`benchmarks/bench_vit_b.py`: a DINO ViT-B/16 with random weights on
@@ -13,9 +13,10 @@ the model's own backbone (name and kwargs from its config), so both run the same
 tables of videos scored per second:
   - from tensors in memory: a seeded batch of `--batch-size` videos `[B,T,3,side,side]` in [0, 1] (T: the model's
     `num_frames`), under `torch.no_grad()` after warm-up, in fp32 and under bf16 autocast;
-  - end to end from files: the real (image, video) pairs of `--root/manifest.jsonl` through
-    `icreward.scoring.score_items` (the batched path of `icreward score`), decode included; skipped with a message
-    when the folder is missing. Decoding alone is timed beside them.
+  - end to end from files: the real (image, video) pairs of `--root/manifest.jsonl`, listed `--file-passes` times
+    (a stream of several batches, as a real manifest is: decoding overlaps the forward only from the second batch
+    on), through `icreward.scoring.score_items` (the batched path of `icreward score`), decode included; skipped
+    with a message when the folder is missing. Decoding alone is timed beside them.
 The configurations are timed in rounds, one after another within each round, so that a slow spell of this shared
 machine hits them all alike; tables give the median (and minimum) over rounds, and the model-vs-metric ratio is the
 median of the per-round ratios.
@@ -198,18 +199,20 @@ def file_call(scorer: Scorer, items: Sequence[Item], batch_size: int, num_frames
 
 
 def time_files(
-    root: Path, scorers: dict[str, Scorer], batch_size: int, num_frames: int, repeats: int
+    root: Path, scorers: dict[str, Scorer], batch_size: int, num_frames: int, repeats: int, passes: int = 1
 ) -> tuple[list[Item], dict[str, list[float]]]:
-    """The (image, video) items of `root/manifest.jsonl` and the seconds per round of a `score_items` pass of each
-    scorer over them, and of decoding them alone (`"decode"`, at the first scorer's sizes). No items and no times,
-    with a message on stderr, when the manifest is missing."""
+    """The (image, video) items of `root/manifest.jsonl`, listed `passes` times over (a stream of several batches,
+    so decoding the next overlaps the forward of the last, as in a real run), and the seconds per round of a
+    `score_items` pass of each scorer over them, and of decoding them alone (`"decode"`, at the first scorer's
+    sizes). No items and no times, with a message on stderr, when the manifest is missing."""
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():
         print(f"bench_throughput: no real I2V pairs at {manifest}; skipping scoring from files", file=sys.stderr)
         return [], {}
     from icreward.manifest import load_manifest
 
-    items = [Item(r.id, r.image, r.video) for r in load_manifest(manifest).records]
+    records = load_manifest(manifest).records
+    items = [Item(f"{r.id}-{k}", r.image, r.video) for k in range(passes) for r in records]
     calls = {kind: file_call(scorer, items, batch_size, num_frames) for kind, scorer in scorers.items()}
     calls["decode"] = lambda: decode_items(next(iter(scorers.values())), items, num_frames)
     return items, time_rounds(calls, repeats, warmup=1)
@@ -296,9 +299,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matmul-sizes", type=int, nargs="+", default=[1024, 256], help="sides of the timed matmuls")
     parser.add_argument("--seed", type=int, default=0, help="seed of the in-memory inputs")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--file-passes", type=int, default=4, help="times the real pairs are listed in the scored stream"
+    )
+    parser.add_argument(
+        "--glibc-malloc", action="store_true", help="keep malloc's defaults (the command keeps freed memory)"
+    )
     args = parser.parse_args(argv)
-    if min(args.repeats, args.batch_size, args.side, args.num_frames or 1, *args.matmul_sizes) < 1 or args.warmup < 0:
-        parser.error("--repeats, --batch-size, --num-frames, --side and --matmul-sizes must be at least 1, --warmup 0")
+    kept = not args.glibc_malloc and icreward.retain_freed_memory()  # what `icreward score` does at start
+    if min(args.repeats, args.batch_size, args.side, args.num_frames or 1, args.file_passes, *args.matmul_sizes) < 1:
+        parser.error("--repeats, --batch-size, --num-frames, --side, --file-passes, --matmul-sizes must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be at least 0")
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -356,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     log(f"timing scoring from the files under {args.root}", start)
-    items, file_times = time_files(args.root, scorers, b, frames, args.repeats)
+    items, file_times = time_files(args.root, scorers, b, frames, args.repeats, args.file_passes)
 
     from icreward.training.trainer import cpu_has_native_bf16
 
@@ -364,11 +376,14 @@ def main(argv: list[str] | None = None) -> int:
         f"\nVideos scored per second: `{args.model}` vs `{METRIC}`, both on `{backbone}`"
         f"{f' {backbone_kwargs}' if backbone_kwargs else ''}; T = {frames}; torch {torch.__version__}, threads: "
         f"{torch.get_num_threads()}, CPU native bf16: {cpu_has_native_bf16()}; {args.repeats} timed rounds; "
-        f"load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} CPUs\n"
+        f"load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end, on {os.cpu_count()} CPUs; freed "
+        f"memory {'kept (as `icreward score` does)' if kept else 'returned to the system (malloc defaults)'}\n"
     )
     shape = f"tensors [{b},{frames},3,{args.side},{args.side}]"
     rows = [(names[k], shape, p, b, tensor_times.get((k, p), skipped.get((k, p)))) for p in PRECISIONS for k in scorers]
-    files = f"{len(items)} file pairs, max side {model.max_side}"
+    files = (
+        f"{len(items)} file pairs ({len(items) // args.file_passes} x {args.file_passes}), max side {model.max_side}"
+    )
     rows += [
         (names[k], f"{files}, decode included", "fp32", len(items), file_times[k]) for k in file_times if k in scorers
     ]

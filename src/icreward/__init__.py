@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from icreward.version import __version__
 
-__all__ = ["Scorer", "RewardFunction", "load", "list_metrics", "autocast", "__version__"]
+__all__ = ["Scorer", "RewardFunction", "load", "list_metrics", "autocast", "retain_freed_memory", "__version__"]
 
 if TYPE_CHECKING:
+    from icreward.allocator import retain_freed_memory
     from icreward.guidance import RewardFunction
     from icreward.interface import Scorer
     from icreward.loading import list_metrics, load
@@ -31,6 +32,7 @@ _LAZY = {
     "load": "icreward.loading",
     "list_metrics": "icreward.loading",
     "autocast": "icreward.precision",
+    "retain_freed_memory": "icreward.allocator",
 }
 
 
