@@ -91,7 +91,9 @@ class PatchFeatures(Backbone):
         # Unsigned orientation votes by a smooth kernel (cos^2 of the angle to each bin): no atan2, smooth gradients.
         unit = g / magnitude  # (B, 2, H, W)
         cos = torch.einsum("bchw,oc->bohw", unit, self.bin_dirs)  # (B, O, H, W)
-        votes = magnitude * cos.square() ** 4  # (B, O, H, W)
+        cos2 = cos.square()  # (B, O, H, W)
+        cos4 = cos2 * cos2  # products, not pow(): pow with exponent 4 takes the slow general path
+        votes = magnitude * (cos4 * cos4)  # (B, O, H, W): cos^8
         pool = nn.functional.avg_pool2d
         mean = pool(x, p)  # (B, 3, H/p, W/p)
         std = (pool(x.square(), p) - mean.square()).clamp_min(1e-6).sqrt()  # (B, 3, H/p, W/p)
