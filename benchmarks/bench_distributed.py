@@ -1,14 +1,16 @@
 """Distributed scoring: `icreward score --manifest` in one process and under `torchrun` with several, side by side.
 
     python benchmarks/bench_distributed.py [--videos 200] [--nproc 2] [--repeats 2] [--model default]
-        [--side 128] [--frames 16] [--threads 1] [--seed 0] [--keep DIR]
+        [--side 128] [--frames 16] [--threads 1] [--decode-workers N] [--seed 0] [--keep DIR]
 
 Makes `--videos` seeded (image, video) pairs (`--frames`-frame H.264 mp4 files of `--side` px: a smooth random scene
 panned, half of them with a drifting colour cast) and a manifest of them in a temporary folder, then times, in
 alternating rounds, the same command run as a user would:
   - `icreward score --manifest M --out O1 --model MODEL --quiet` (one process);
   - `torchrun --standalone --nproc_per_node N $(which icreward) score --manifest M --out ON --model MODEL --quiet`;
-both with `OMP_NUM_THREADS=--threads` (and torch's intra-op threads the same) in every process. It checks that the
+both with `OMP_NUM_THREADS=--threads` (and torch's intra-op threads the same) in every process, and, given
+`--decode-workers N`, that many decoding threads (0: decoding in the main thread, so with `--threads 1` each process
+runs one thread; default: the command's own, two). It checks that the
 outputs are the same bytes and prints a markdown table of wall time (the whole command: start-up, loading the model,
 decoding, scoring and, for several processes, the merge), videos per second and the speed-up. The start-up of one
 process alone (`icreward score` of a one-line manifest) is timed too, so the speed-up of the scoring itself can be
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", type=int, default=128, help="side of the square videos and images")
     parser.add_argument("--frames", type=int, default=16, help="frames of each video file")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process")
+    parser.add_argument(
+        "--decode-workers", type=int, default=None, help="`icreward score --decode-workers` (default: the command's)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, default=None, help="make the data here and keep it (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -96,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         one_line.write_text(manifest.read_text().splitlines()[0] + "\n")
 
         def single(out: Path, what: Path = manifest) -> list[str]:
-            return [icreward_bin, "score", "--manifest", str(what), "--out", str(out), "--model", args.model, "--quiet"]
+            workers = [] if args.decode_workers is None else ["--decode-workers", str(args.decode_workers)]
+            command = [icreward_bin, "score", "--manifest", str(what), "--out", str(out), "--model", args.model]
+            return [*command, *workers, "--quiet"]
 
         def several(out: Path) -> list[str]:
             return [torchrun, "--standalone", "--nproc_per_node", str(args.nproc), *single(out)]
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [a / b for a, b in zip(times["single"], times["several"], strict=True)]
     print(
         f"\n`icreward score --manifest` of {args.videos} videos ({args.frames} frames, {args.side} px), model "
-        f"{args.model}, OMP_NUM_THREADS={args.threads} in every process, {os.cpu_count()} CPUs, median of "
+        f"{args.model}, OMP_NUM_THREADS={args.threads} in every process, decode workers "
+        f"{'the default' if args.decode_workers is None else args.decode_workers}, {os.cpu_count()} CPUs, median of "
         f"{args.repeats} rounds; outputs byte-identical: {identical} ({lines} lines)\n"
     )
     print("| run | wall s (whole command) | videos/s | speed-up | scoring s (wall - start-up) | speed-up of scoring |")

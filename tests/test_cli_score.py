@@ -71,6 +71,12 @@ def test_manifest_one_line_out_per_line_in(media, capsys):
     main(["score", "--manifest", str(manifest), "--out", str(out), "--model", "metric:color-hist"])
     assert out.read_text() == first  # same inputs, same rewards
     assert "line 3" in capsys.readouterr().err
+    inline = media / "inline.jsonl"  # decoded in the main thread: the same lines, errors included
+    args = ["score", "--manifest", str(manifest), "--out", str(inline), "--model", "metric:color-hist"]
+    assert main([*args, "--decode-workers", "0", "--batch-size", "2"]) == 1
+    assert inline.read_text() == first
+    assert main([*args, "--decode-workers", "-1"]) == 2
+    assert "argument --decode-workers: must be at least 0, got -1" in capsys.readouterr().err
 
 
 def test_pair_manifest_gives_both_rewards(media):

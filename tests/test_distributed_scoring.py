@@ -89,6 +89,15 @@ def test_two_processes_write_the_bytes_of_one(manifest, tmp_path, model):
     assert double.stderr.count("(id unreadable)") == 1
 
 
+def test_one_thread_per_process_writes_the_same_bytes(manifest, straight, tmp_path):
+    """`--decode-workers 0`: each process decodes in its main thread (one thread with OMP_NUM_THREADS=1)."""
+    out = tmp_path / "inline.jsonl"
+    flags = ["--manifest", str(manifest), "--model", "metric:color-hist", "--decode-workers", "0", "--out", str(out)]
+    done = run_score(flags, nproc=2)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert out.read_bytes() == straight.read_bytes()
+
+
 def test_a_killed_rank_resumes_with_what_every_rank_finished(manifest, straight, tmp_path):
     out = tmp_path / "out.jsonl"
     flags = ["--manifest", str(manifest), "--model", "metric:color-hist", "--flush-every", "1"]

@@ -22,6 +22,10 @@ LABEL_NAMES = {value: name for name, value in LABEL_VALUES.items()}
 MIN_FRAMES = 2
 MAX_FRAMES = 256
 
+# Threads decoding media ahead of the model while it runs (`score_items`, `icreward score --decode-workers`); 0 decodes
+# in the calling thread, for one thread per process when several processes share a machine's cores.
+DECODE_WORKERS = 2
+
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G, B in grey
 
 # The `mode` of a consistent video and of a still one in `icreward synth`'s records; the failure modes themselves

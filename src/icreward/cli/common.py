@@ -101,6 +101,7 @@ def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool 
 
 
 positive_int = int_range(1)
+non_negative_int = int_range(0)
 frame_count = int_range(MIN_FRAMES, MAX_FRAMES)
 seed_value = int_range(0, 2**32 - 1)  # numpy's generators take non-negative seeds
 FRAMES_HELP = f"frames sampled per video, {MIN_FRAMES}..{MAX_FRAMES}"

@@ -17,9 +17,11 @@ from icreward.cli.common import (
     check_pair_or_manifest,
     check_precision,
     frame_count,
+    non_negative_int,
     positive_int,
 )
 from icreward.errors import IcrewardError
+from icreward.rules import DECODE_WORKERS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass, >= 1 (default: 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or mps (default: cpu)")
     add_precision_option(p)
+    p.add_argument(
+        "--decode-workers",
+        type=non_negative_int,
+        default=DECODE_WORKERS,
+        help=f"threads decoding ahead of the model, >= 0; 0 decodes in the main thread (default: {DECODE_WORKERS})",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -131,6 +139,7 @@ def _score_manifest(scorer, args: argparse.Namespace) -> int:
             progress=not args.quiet,
             precision=args.precision,
             heads=args.json,
+            decode_workers=args.decode_workers,
         )
     except KeyboardInterrupt:
         side = partial_path(args.out)
@@ -166,6 +175,7 @@ def _score_manifest_distributed(scorer, args: argparse.Namespace) -> int:
                 progress=not args.quiet and rank == 0,
                 precision=args.precision,
                 heads=args.json,
+                decode_workers=args.decode_workers,
             )
     finally:
         group.close()

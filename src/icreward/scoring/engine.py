@@ -21,6 +21,7 @@ import torch
 
 from icreward.errors import IcrewardError
 from icreward.interface import Scorer
+from icreward.rules import DECODE_WORKERS
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
@@ -191,6 +192,7 @@ def score_items(
     progress: bool = True,
     precision: str = "fp32",
     heads: bool = False,
+    decode_workers: int = DECODE_WORKERS,
 ) -> Iterator[ItemResult]:
     """Yield one result per item, in order, with one reward per scorer (several scorers: each video decoded once).
     With `heads`, each result also holds every head of every scorer (`ItemResult.heads`), from the same pass; the
@@ -199,11 +201,15 @@ def score_items(
     Consecutive items whose image and video tensors have the same shapes are scored as one batch; an item whose
     media cannot be read, or whose reward is not finite, yields a result with `error` set and the rest go on.
     `precision`: fp32 (default, no autocast), bf16 or fp16 autocast on `device` (`icreward.precision`).
+    `decode_workers` threads decode up to two batches ahead while the model runs; 0 decodes each item in the calling
+    thread when the batch needs it (one thread in all, e.g. for several processes per machine).
     """
     from icreward.precision import autocast
     from icreward.progress import progress_bar
 
     autocast(device, precision)  # refuses an unknown precision, or one the device lacks, before any item is read
+    if isinstance(decode_workers, bool) or not isinstance(decode_workers, int) or decode_workers < 0:
+        raise ValueError(f"decode_workers must be an integer >= 0, got {decode_workers!r}")
 
     scorers = [scorers] if isinstance(scorers, Scorer) else list(scorers)
     load = _media_loader(*_sampling(scorers, num_frames))
@@ -237,8 +243,9 @@ def score_items(
             yield ItemResult(item.key, rewards, error, item_heads)
 
     try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for item, image, video, error in prefetch(load, items, pool, ahead=2 * batch_size):
+        with ThreadPoolExecutor(max_workers=max(1, decode_workers)) as pool:  # no thread starts until a submit
+            loaded = prefetch(load, items, pool, ahead=2 * batch_size) if decode_workers else map(load, items)
+            for item, image, video, error in loaded:
                 if error is not None:
                     yield from flush()
                     bar.update(1)
