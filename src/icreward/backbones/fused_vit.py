@@ -58,6 +58,8 @@ def unsupported_reason(model: nn.Module, config) -> str | None:
             return "a projection is not a plain nn.Linear (adapters, quantisation)"
         if any(type(parts[k]) is not nn.LayerNorm for k in ("norm1", "norm2")):
             return "a norm is not a plain nn.LayerNorm"
+        if parts["q"].out_features != config.hidden_size or config.hidden_size % config.num_attention_heads:
+            return "heads do not split the width evenly (a custom head_dim)"
     return None
 
 
