@@ -85,8 +85,8 @@ class FusedViT:
         self.chunk_tokens = chunk_tokens
         self.heads = model.config.num_attention_heads
         self.version = parameter_version(model)
-        # The residual stream and the norms keep the weights' dtype: bf16 for bf16 weights (as transformers runs
-        # them), float32 for float32 weights under bf16 autocast (as autocast runs them); the GEMMs are bf16.
+        # The inputs, the residual stream and the norms keep the weights' dtype: bf16 for bf16 weights (as transformers
+        # runs them), float32 for float32 weights under bf16 autocast (as autocast runs them); the GEMMs are bf16.
         self.residual_dtype = model.embeddings.patch_embeddings.projection.weight.dtype
         self.layers = [_pack_layer(_layer_parts(layer), chunk_tokens, self.residual_dtype) for layer in _layers(model)]
 
@@ -99,8 +99,7 @@ class FusedViT:
         The embeddings and the final norm run as the model's modules under the caller's autocast state; the layers
         with autocast off, their GEMMs in bf16.
         """
-        dtype = self.model.embeddings.patch_embeddings.projection.weight.dtype
-        hidden = self.model.embeddings(pixel_values.to(dtype))  # (B, S, D)
+        hidden = self.model.embeddings(pixel_values.to(self.residual_dtype))  # (B, S, D)
         per_image = hidden.shape[1]
         chunk = max(1, self.chunk_tokens // per_image)
         with torch.autocast(hidden.device.type, enabled=False):
